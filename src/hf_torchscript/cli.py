@@ -1,0 +1,216 @@
+"""`hf-torchscript` commands: each parses its flags, checks combinations, and calls the library.
+
+Errors are formatted once, in main(): one line (validation failures add the failing checks),
+exit code 1; HF_TORCHSCRIPT_DEBUG=1 shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from .errors import HFTorchScriptError, OptionError
+from .options import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SHAPES, SHAPE_STRATEGIES, TASK_NAMES
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_export(a) -> int:
+    from .exporter import export
+
+    result = export(
+        a.model,
+        a.output_dir,
+        task=a.task,
+        force=a.force,
+        batch_size=a.batch_size,
+        sequence_length=a.sequence_length,
+        shapes=a.shapes,
+        buckets=a.buckets,
+        static_batch=a.static_batch,
+        max_length=a.max_length,
+        atol=a.atol,
+        rtol=a.rtol,
+        untie_weights=a.untie_weights,
+        allow_pickle=a.allow_pickle,
+        trust_remote_code=a.trust_remote_code,
+    )
+    print(result)
+    return 0
+
+
+def cmd_run(a) -> int:
+    from .runtime import TruncationWarning, load
+
+    model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
+    texts = list(a.texts)
+    if a.pair is not None:
+        if len(a.pair) != len(texts):
+            raise OptionError(f"--pair was given {len(a.pair)} times for {len(texts)} texts; give one --pair per text")
+        texts = list(zip(texts, a.pair))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        result = model(texts, top_k=a.top_k)
+    for w in caught:
+        _err(f"warning: {w.message}")
+    print(json.dumps(_jsonable(model.task, texts, result), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _jsonable(task: str, texts, result):
+    import torch
+
+    if task == "sentence-embedding":
+        emb = result
+        sim = emb @ emb.T if emb.shape[0] > 1 else None
+        out = {"texts": [t if isinstance(t, str) else list(t) for t in texts], "dimensions": emb.shape[1]}
+        if sim is not None:
+            norms = emb.norm(dim=1)
+            cos = sim / (norms[:, None] * norms[None, :]).clamp(min=1e-12)
+            out["cosine_similarity"] = [[round(float(x), 4) for x in row] for row in cos]
+        out["embeddings"] = [[round(float(x), 6) for x in row] for row in emb]
+        return out
+
+    def conv(x):
+        if isinstance(x, torch.Tensor):
+            return [[round(float(v), 6) for v in row] for row in x.reshape(x.shape[0], -1)] if x.dim() > 1 else [
+                round(float(v), 6) for v in x.reshape(-1)]
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [conv(v) for v in x]
+        return x
+
+    return conv(result)
+
+
+def cmd_info(a) -> int:
+    from .artifact import read_manifest, verify
+
+    m = read_manifest(a.output_dir)
+    if a.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    verify(a.output_dir, m)
+    s, v = m["shapes"], m.get("validation", {})
+    lines = [
+        f"artifact      {a.output_dir} (format {m['format_version']}, sha256 {m['sha256'][:16]}... verified)",
+        f"model         {m['model_type']} {m.get('model_class', '')} from {m['source']['model']}",
+        f"task          {m['task']}",
+        "inputs        " + ", ".join(f"{i['name']} {i['dtype']} ({', '.join(map(str, i['shape']))})" for i in m["inputs"]),
+        "outputs       " + ", ".join(f"{o['name']} {o['dtype']} ({', '.join(map(str, o['shape']))})" for o in m["outputs"]),
+        f"shapes        {s['strategy']}: lengths {s['min_length']}..{s['max_length']}"
+        + (f", buckets {s['buckets']}" if s.get("buckets") else "")
+        + (f", fixed batch {s['batch_size']}" if s.get("batch_size") else ", any batch")
+        + (f" ({s['reason']})" if s.get("reason") else ""),
+        f"dtype         {m['dtype']}" + (f", quantized {m['quantize']}" if m.get("quantize") else "")
+        + (", frozen" if m.get("optimize") else "") + f", backend {m['backend']}",
+        f"pad token id  {m['pad_token_id']}",
+        f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
+        f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
+        "validation    " + (
+            f"{'passed' if v.get('passed') else 'FAILED'}: {len(v.get('cases', []))} cases, atol {v.get('atol')} "
+            f"rtol {v.get('rtol')}, max abs diff "
+            + ", ".join(f"{k} {x:.2e}" for k, x in v.get("max_abs_diff", {}).items())
+            if v.get("ran", True) else f"not run ({v.get('note')})"
+        ),
+        f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
+        "versions      " + ", ".join(f"{k} {x}" for k, x in m["versions"].items()),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from .revalidate import validate
+
+    report = validate(a.output_dir, a.model, atol=a.atol, rtol=a.rtol, allow_pickle=a.allow_pickle,
+                      trust_remote_code=a.trust_remote_code)
+    print(report.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hf-torchscript",
+        description="Export Hugging Face Transformers models to validated TorchScript artifacts.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("export", help="export MODEL to a validated TorchScript artifact in OUTPUT_DIR")
+    e.add_argument("model", metavar="MODEL", help="directory with config.json + weights, or a cached/bundled model id")
+    e.add_argument("output_dir", metavar="OUTPUT_DIR")
+    e.add_argument("--task", choices=TASK_NAMES, help="default: inferred from the checkpoint (feature-extraction)")
+    e.add_argument("--batch-size", type=int, default=DEFAULT_SHAPES["batch_size"], help="batch of the dummy input traced")
+    e.add_argument("--sequence-length", type=int, default=None,
+                   help=f"length traced (default {DEFAULT_SHAPES['sequence_length']}; static: the max length)")
+    e.add_argument("--shapes", choices=SHAPE_STRATEGIES, default="auto",
+                   help="auto: dynamic if the validation grid proves it, else buckets")
+    e.add_argument("--buckets", type=_int_list, default=None, help="bucket lengths, e.g. 32,64,128,384")
+    e.add_argument("--static-batch", action="store_true", help="with --shapes static: fix the batch to --batch-size")
+    e.add_argument("--max-length", type=int, default=None, help="longest input accepted (default: the model's)")
+    e.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    e.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    e.add_argument("--untie-weights", action="store_true", help="store LM head and input embeddings separately")
+    e.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (pickle) weights")
+    e.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
+    e.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it is not empty")
+    e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("run", help="run texts through an artifact; prints JSON")
+    r.add_argument("output_dir", metavar="OUTPUT_DIR")
+    r.add_argument("texts", nargs="*", metavar="TEXT")
+    r.add_argument("--pair", action="append", default=None, help="second text of a pair (QA context), once per TEXT")
+    r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--no-truncate", action="store_true", help="fail instead of truncating texts over the max length")
+    r.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("info", help="summarise an artifact's manifest")
+    i.add_argument("output_dir", metavar="OUTPUT_DIR")
+    i.add_argument("--json", action="store_true", help="print the whole manifest")
+    i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("validate", help="re-run the validation grid against the eager model")
+    v.add_argument("output_dir", metavar="OUTPUT_DIR")
+    v.add_argument("--model", required=True, metavar="MODEL", help="the model the artifact was exported from")
+    v.add_argument("--atol", type=float, default=None)
+    v.add_argument("--rtol", type=float, default=None)
+    v.add_argument("--allow-pickle", action="store_true")
+    v.add_argument("--trust-remote-code", action="store_true")
+    v.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run" and not args.texts:
+        _err("error: no input texts; pass at least one TEXT after OUTPUT_DIR")
+        return 1
+    try:
+        return args.func(args)
+    except HFTorchScriptError as e:
+        if os.environ.get("HF_TORCHSCRIPT_DEBUG"):
+            raise
+        _err(f"error: {e}")
+        _err("(set HF_TORCHSCRIPT_DEBUG=1 for the full traceback)")
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted; nothing was written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

