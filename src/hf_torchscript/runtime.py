@@ -77,6 +77,8 @@ class ExportedModel:
                     f"input {spec['name']} must have rank {len(spec['shape'])} ({', '.join(map(str, spec['shape']))}), "
                     f"got shape {tuple(x.shape)}"
                 )
+            if spec["dtype"] == "int64" and (x.is_floating_point() or x.is_complex()):
+                raise InputError(f"input {spec['name']} must be int64 (token ids), got {str(x.dtype).replace('torch.', '')}")
             if x.numel() == 0:
                 raise InputError(f"input {spec['name']} is empty (shape {tuple(x.shape)}); pass at least one row and one token")
         args = tuple(

@@ -66,6 +66,19 @@ def _pad_last(x: Tensor, n: int, value: int) -> Tensor:
     return torch.cat([x, torch.full(shape, value, dtype=x.dtype, device=x.device)], -1)
 
 
+def _dtype_name(x: Tensor) -> str:
+    # str(dtype) is a bare enum number inside TorchScript; name the common ones for the error.
+    names = ["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+    for i, name in enumerate(names):
+        if int(x.dtype) == i:
+            return name
+    if x.dtype == torch.bool:
+        return "bool"
+    if x.dtype == torch.bfloat16:
+        return "bfloat16"
+    return "dtype code " + str(int(x.dtype))
+
+
 def _pad_batch(x: Tensor, n: int) -> Tensor:
     # Filler rows repeat row 0: a real row, so no all-padding row can produce NaN in a kernel.
     if n == 0:
@@ -121,7 +134,7 @@ def _generate_source(specs: Sequence[InputSpec], out_seq_dims: Sequence[int]) ->
             f"            raise RuntimeError('hf-torchscript: input {s.name} must have rank {rank} "
             f"({', '.join(map(str, s.shape))}), got rank ' + str({s.name}.dim()))\n"
             f"        if not ({dtype_ok}):\n"
-            f"            raise RuntimeError('hf-torchscript: input {s.name} must be {s.dtype}, got ' + str({s.name}.dtype))"
+            f"            raise RuntimeError('hf-torchscript: input {s.name} must be {s.dtype}, got ' + _dtype_name({s.name}))"
         )
         if s.name != first:
             checks.append(
