@@ -129,6 +129,13 @@ def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_lo
     d = Path(directory)
     manifest = verify(d) if verify_sha else read_manifest(d)
     extra = {MANIFEST_FILE: ""}
+    if manifest.get("backend", "torchscript") != "torchscript":
+        # A Neuron module calls neuron::* ops that exist only once its SDK is imported.
+        from .backends import get_backend
+
+        sdk_import = get_backend(manifest["backend"]).import_sdk
+        if sdk_import is not None:
+            sdk_import()
     try:
         module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location, _extra_files=extra)
     except RuntimeError as e:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import warnings
 
 from .errors import HFTorchScriptError, OptionError
-from .options import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SHAPES, SHAPE_STRATEGIES, TASK_NAMES
+from .options import BACKENDS, DTYPES, QUANTIZATIONS, DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SHAPES, SHAPE_STRATEGIES, TASK_NAMES
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -21,6 +22,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
+
+
+def _shell_words(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r} like a shell would: {e}") from None
 
 
 def _err(msg: str) -> None:
@@ -46,8 +54,47 @@ def cmd_export(a) -> int:
         untie_weights=a.untie_weights,
         allow_pickle=a.allow_pickle,
         trust_remote_code=a.trust_remote_code,
+        backend=a.backend,
+        compiler_args=tuple(a.compiler_args),
+        auto_cast=a.auto_cast,
+        dynamic_batch=a.dynamic_batch,
+        compiler_workdir=a.compiler_workdir,
+        dtype=a.dtype,
+        quantize=a.quantize,
+        optimize=a.optimize,
     )
     print(result)
+    return 0
+
+
+def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((int(b), int(l)) for b, l in (x.lower().split("x") for x in text.split(",") if x.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
+
+
+def cmd_bench(a) -> int:
+    from .bench import benchmark
+
+    report = benchmark(
+        a.model,
+        task=a.task,
+        output_dir=a.out,
+        workdir=a.workdir,
+        variants=[v for v in a.variants.split(",") if v] if a.variants else None,
+        **({"grid": a.grid} if a.grid else {}),
+        rounds=a.rounds,
+        warmup=a.warmup,
+        mixed_requests=a.mixed_requests,
+        mixed_batch=a.mixed_batch,
+        mixed_rounds=a.mixed_rounds,
+        threads=a.threads,
+        max_length=a.max_length,
+        progress=not a.no_progress,
+    )
+    print(report.table())
+    print(f"wrote {report.files['json']} and {report.files['png']}")
     return 0
 
 
@@ -117,6 +164,9 @@ def cmd_info(a) -> int:
         + (f" ({s['reason']})" if s.get("reason") else ""),
         f"dtype         {m['dtype']}" + (f", quantized {m['quantize']}" if m.get("quantize") else "")
         + (", frozen" if m.get("optimize") else "") + f", backend {m['backend']}",
+        *([f"neuron        {m['neuron']['sdk']} {m['neuron'].get('sdk_version') or '?'} for {m['neuron']['instances']}; "
+           f"{m['neuron']['compiler']} {m['neuron'].get('compiler_args_text', '')}"
+           + (", dynamic batch" if m['neuron'].get('dynamic_batch') else "")] if m.get("neuron") else []),
         f"pad token id  {m['pad_token_id']}",
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
@@ -139,6 +189,16 @@ def cmd_validate(a) -> int:
     report = validate(a.output_dir, a.model, atol=a.atol, rtol=a.rtol, allow_pickle=a.allow_pickle,
                       trust_remote_code=a.trust_remote_code)
     print(report.summary())
+    return 0
+
+
+def cmd_cpp_build(a) -> int:
+    from .cpp import build_runner, cmake_command
+
+    if a.print:
+        print(cmake_command(a.build_dir, source=a.source))
+        return 0
+    print(build_runner(a.build_dir, source=a.source, quiet=False))
     return 0
 
 
@@ -167,7 +227,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (pickle) weights")
     e.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
     e.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it is not empty")
+    e.add_argument("--backend", choices=BACKENDS, default="torchscript",
+                   help="torchscript (CPU/GPU), neuronx (AWS Inf2/Trn1/Trn2, torch-neuronx), neuron (AWS Inf1, torch-neuron)")
+    e.add_argument("--compiler-args", type=_shell_words, default=(), metavar="'ARGS'",
+                   help="Neuron: arguments for neuronx-cc/neuron-cc, one quoted string, e.g. '--optlevel 1'")
+    e.add_argument("--auto-cast", default=None, metavar="MODE[:TYPE]",
+                   help="Neuron: cast fp32 ops (none, matmult, all; type bf16, fp16 ...), e.g. matmult:bf16")
+    e.add_argument("--dynamic-batch", action="store_true",
+                   help="Neuron: the compiled module accepts any batch size (split/padded to the traced batch)")
+    e.add_argument("--compiler-workdir", default=None, metavar="DIR",
+                   help="Neuron: keep the compiler's work files in DIR, one folder per compiled shape")
+    e.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="compute dtype; bfloat16/float16 keep float32 inputs and outputs and validate by cosine")
+    e.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                   help="dynamic-int8: int8 nn.Linear weights (torch dynamic quantization), validated by cosine")
+    e.add_argument("--optimize", action="store_true", help="torch.jit.freeze the module (weights as constants)")
     e.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="time eager transformers vs exported variants (table, JSON, PNG)")
+    b.add_argument("model", metavar="MODEL", help="directory with config.json + weights, or a cached/bundled model id")
+    b.add_argument("--task", choices=TASK_NAMES, help="default: inferred from the checkpoint")
+    b.add_argument("--out", default="bench-results", metavar="DIR", help="report.json and plot.png go here")
+    b.add_argument("--workdir", default=None, metavar="DIR", help="exported artifacts (default OUT/artifacts; reused)")
+    # Variant names and the default grid live in bench.py; not imported here to keep `--help` free of torch.
+    b.add_argument("--variants", default=None, help="comma-separated subset of eager,eager-bf16,ts-dynamic,"
+                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,onnxruntime,torch-compile (default: all)")
+    b.add_argument("--grid", type=_shape_list, default=None, metavar="BxL,...",
+                   help="fixed shapes (default 1x16,1x128,8x128,1x512)")
+    b.add_argument("--rounds", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--mixed-requests", type=int, default=64, help="requests in the mixed-length workload (0: skip)")
+    b.add_argument("--mixed-batch", type=int, default=8)
+    b.add_argument("--mixed-rounds", type=int, default=3)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--max-length", type=int, default=None)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("run", help="run texts through an artifact; prints JSON")
     r.add_argument("output_dir", metavar="OUTPUT_DIR")
@@ -191,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-pickle", action="store_true")
     v.add_argument("--trust-remote-code", action="store_true")
     v.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("cpp-build", help="build the C++ runner hts_run against the installed torch's libtorch")
+    c.add_argument("--build-dir", default="build/cpp", metavar="DIR", help="cmake build folder (default build/cpp)")
+    c.add_argument("--source", default=None, metavar="DIR", help="the cpp/ folder (default: this checkout's)")
+    c.add_argument("--print", action="store_true", help="print the cmake commands instead of running them")
+    c.set_defaults(func=cmd_cpp_build)
     return p
 
 

@@ -52,3 +52,7 @@ class InputError(HFTorchScriptError):
 
 class BackendUnavailableError(HFTorchScriptError):
     """A tracing backend's SDK (e.g. AWS Neuron) is not installed."""
+
+
+class BuildError(HFTorchScriptError):
+    """Building the C++ runner failed (cmake or a compiler missing, sources not found, compile error)."""

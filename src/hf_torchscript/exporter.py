@@ -20,11 +20,11 @@ from .backends import Backend, get_backend
 from .errors import OptionError, ShapeError, TraceError, ValidationError
 from .inputs import InputSpec, OutputSpec, infer_axes, input_specs, make_inputs
 from .options import DEFAULT_SHAPES, ExportOptions
-from .prepare import ExportWrapper, Pooling, discover_outputs, tie_state, untie_weights
+from .prepare import ExportWrapper, Pooling, PrecisionWrapper, discover_outputs, tie_state, untie_weights
 from .shapes import build_dispatcher, check_buckets, default_buckets
 from .source import Source, load_source
 from .tasks import get_task
-from .validate import ValidationReport, build_grid, check
+from .validate import Tolerance, ValidationReport, build_grid, check, tolerance_for
 
 # Sequence length used when nothing (model config, tokenizer) states a limit.
 FALLBACK_MAX_LENGTH = 512
@@ -137,6 +137,8 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     output_dir = Path(output_dir)
     check_writable(output_dir, force)
     backend = get_backend(options.backend)
+    if backend.import_sdk is not None:
+        backend.import_sdk()  # a missing Neuron SDK fails here, before the model is loaded
 
     src = load_source(
         model,
@@ -213,7 +215,34 @@ def prepare(src: Source, options: ExportOptions, backend: Backend) -> Prepared:
         OutputSpec(n, str(a.dtype).replace("torch.", ""), infer_axes(a.shape, dims_a, b.shape, alt))
         for n, a, b in zip(names, out_a, out_b)
     ]
-    return Prepared(src, arch, wrapper, wrapper, specs, outputs, pad_id, max_length, tied, options)
+    return Prepared(src, arch, _convert(wrapper, options), wrapper, specs, outputs, pad_id, max_length, tied, options)
+
+
+def _convert(wrapper: ExportWrapper, opts: ExportOptions) -> torch.nn.Module:
+    """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference."""
+    if opts.quantize == "dynamic-int8":
+        with warnings.catch_warnings():
+            # torch.ao.quantization is deprecated in favour of torchao, which does not trace to TorchScript.
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(wrapper), {torch.nn.Linear}, dtype=torch.qint8)
+    if opts.dtype != "float32":
+        dtype = getattr(torch, opts.dtype)
+        return PrecisionWrapper(copy.deepcopy(wrapper).to(dtype), dtype)
+    return wrapper
+
+
+def _tolerance(opts: ExportOptions) -> Tolerance:
+    return tolerance_for(opts.dtype, opts.quantize, atol=opts.atol, rtol=opts.rtol)
+
+
+def optimize_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """torch.jit.freeze the whole dispatcher: weights become constants, the traces are inlined.
+
+    Not torch.jit.optimize_for_inference: on torch 2.13 (BERT, CPU) its result reloads but runs
+    slower after torch.jit.load than plain freeze (the MKLDNN layout conversions it inserts are not
+    kept), so the saved artifact would lose what it promised. bench.py measures both.
+    """
+    return torch.jit.freeze(module.eval())
 
 
 def _trace_and_validate(p: Prepared, backend: Backend, staging: Path):
@@ -239,6 +268,8 @@ def _trace_and_validate(p: Prepared, backend: Backend, staging: Path):
             traces.append(_trace_one(p, backend, B, L, tracer_warnings))
         batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
         module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
+        if opts.optimize:
+            module = optimize_module(module)
         # Validate what was written to disk and read back, not the in-memory object.
         scratch = staging / "roundtrip.pt"
         save_module(module, scratch)
@@ -253,14 +284,19 @@ def _trace_and_validate(p: Prepared, backend: Backend, staging: Path):
             "batch_size": batch or None,
             "traced": [{"batch_size": B, "sequence_length": L} for B, L in traced_at],
         }
-        if backend.runs_on_host:
+        if backend.can_run_here():
             report = run_grid(p, loaded, info)
         else:
+            # Compiling needs no device, running does: say so instead of claiming a pass.
             report = ValidationReport(passed=False, ran=False, atol=opts.atol, rtol=opts.rtol, mode="not-run",
-                                      note=f"the {backend.name} module needs a Neuron device to execute; "
-                                      "run `hf-torchscript validate` on the instance")
+                                      note=f"the {backend.name} module needs a Neuron device to execute and this "
+                                      "machine has none; run `hf-torchscript validate OUTPUT_DIR --model MODEL` "
+                                      "on the instance")
         if report.passed or not report.ran:
-            if requested == "auto":
+            if not report.ran:
+                why = "requested" if requested != "auto" else f"backend {backend.name} compiles static shapes"
+                info["reason"] = f"{strategy}: {why} (not validated: no device here)"
+            elif requested == "auto":
                 info["reason"] = (
                     f"{strategy}: the validation grid passed ({len(report.cases)} cases)"
                     + (f" after {'; '.join(attempts)}" if attempts else "")
@@ -271,9 +307,12 @@ def _trace_and_validate(p: Prepared, backend: Backend, staging: Path):
         attempts.append(f"{strategy} failed ({report.failures[0]})")
         if i == len(candidates) - 1:
             hint = " try --shapes buckets (one trace per length bucket)" if strategy == "dynamic" else ""
+            if backend.static_shapes:
+                hint += (f" {backend.name} may compute in bf16/fp16 (Inf1 matmuls always; --auto-cast on Inf2/Trn1):"
+                         " if that is expected, loosen --atol/--rtol, e.g. 1e-2")
             raise ValidationError(
                 f"the exported {strategy} module does not match the eager model in {len(report.failures)} checks "
-                f"(atol {opts.atol:g}, rtol {opts.rtol:g}); nothing was written.{hint}\n{report.failure_text()}",
+                f"({_tolerance(opts).describe()}); nothing was written.{hint}\n{report.failure_text()}",
                 report,
             )
     raise AssertionError("unreachable")
@@ -295,9 +334,11 @@ def run_grid(p: Prepared, module, shapes_info: dict, *, atol: float | None = Non
         choices=get_task(p.source.task).choices,
         decoder_inputs=any(s.name == "decoder_input_ids" for s in p.specs),
     )
+    atol = p.options.atol if atol is None else atol
+    rtol = p.options.rtol if rtol is None else rtol
     return check(
         module, p.reference, p.specs, p.outputs, grid,
-        atol=p.options.atol if atol is None else atol, rtol=p.options.rtol if rtol is None else rtol,
+        atol=atol, rtol=rtol, tolerance=tolerance_for(p.options.dtype, p.options.quantize, atol=atol, rtol=rtol),
         vocab_size=p.vocab_size, type_vocab_size=p.type_vocab_size,
         avoid_ids=(p.pad_token_id,), seed=p.options.seed + 100,
     )
@@ -403,17 +444,36 @@ def _manifest(p: Prepared, backend: Backend, report: ValidationReport, shapes_in
         "dtype": p.options.dtype,
         "quantize": p.options.quantize,
         "optimize": p.options.optimize,
+        "precision": _precision(p.options),
         "backend": backend.name,
         "weights": {"tied_embeddings": p.tied},
         "validation": report.to_json(),
         "tracer_warnings": tracer_warnings,
         "versions": _versions(),
     }
+    if backend.describe is not None:
+        m["neuron"] = backend.describe(p.options)
     if p.source.pooling and task.name == "sentence-embedding":
         m["sentence_embedding"] = {"pooling": p.source.pooling["modes"], "normalize": p.source.pooling["normalize"]}
     if p.source.newly_initialized:
         m["newly_initialized_weights"] = p.source.newly_initialized
     return m
+
+
+def _precision(opts: ExportOptions) -> dict:
+    """What model.pt computes in, for readers of the manifest (inputs/outputs stay as listed)."""
+    if opts.quantize:
+        compute = "int8 weights for nn.Linear (torch dynamic quantization: activations quantized per batch), float32 elsewhere"
+    elif opts.dtype != "float32":
+        compute = f"{opts.dtype}; float inputs are cast to {opts.dtype} inside model.pt and float outputs cast back to float32"
+    else:
+        compute = "float32"
+    return {
+        "compute": compute,
+        "outputs_dtype": "float32",
+        "optimizations": ["torch.jit.freeze"] if opts.optimize else [],
+        "validation": _tolerance(opts).describe(),
+    }
 
 
 def _save_tokenizer(tokenizer, staging: Path, manifest: dict) -> None:

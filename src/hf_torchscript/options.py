@@ -52,9 +52,10 @@ class ExportOptions:
     quantize: str | None = None
     optimize: bool = False
     backend: str = "torchscript"
-    compiler_args: tuple[str, ...] = ()
-    auto_cast: str | None = None
-    dynamic_batch: bool = False
+    compiler_args: tuple[str, ...] = ()  # passed to neuronx-cc / neuron-cc as given
+    auto_cast: str | None = None  # Neuron: MODE[:TYPE], e.g. "matmult:bf16"; None: no casting (fp32)
+    dynamic_batch: bool = False  # Neuron: the compiled module takes any batch (split/padded on dim 0)
+    compiler_workdir: str | None = None  # Neuron: keep compiler work files here, one folder per shape
     allow_pickle: bool = False
     trust_remote_code: bool = False
     seed: int = 0
@@ -96,3 +97,19 @@ class ExportOptions:
             raise OptionError("--quantize dynamic-int8 works on a float32 model; drop --dtype or --quantize")
         if self.backend not in BACKENDS:
             raise OptionError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.backend == "torchscript":
+            neuron_only = [flag for flag, on in (("--compiler-args", bool(self.compiler_args)),
+                                                  ("--auto-cast", self.auto_cast is not None),
+                                                  ("--dynamic-batch", self.dynamic_batch),
+                                                  ("--compiler-workdir", bool(self.compiler_workdir))) if on]
+            if neuron_only:
+                raise OptionError(f"{', '.join(neuron_only)} only apply to --backend neuronx or neuron")
+        else:
+            if isinstance(self.compiler_args, str):
+                raise OptionError("compiler_args must be a list of strings, e.g. ['--optlevel', '1'] "
+                                  "(the CLI splits --compiler-args '...' for you)")
+            if self.shapes == "dynamic":
+                raise ShapeError(f"backend {self.backend} compiles static shapes; use --shapes buckets or static")
+            from .backends._neuron import compiler_args_for
+
+            compiler_args_for(self)  # bad --auto-cast values or conflicts fail now, not after loading

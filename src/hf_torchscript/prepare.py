@@ -135,3 +135,21 @@ def untie_weights(model: nn.Module) -> bool:
     head = model.get_output_embeddings()
     head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
     return True
+
+
+class PrecisionWrapper(nn.Module):
+    """Run ``inner`` (converted to ``dtype``) behind a float32 contract.
+
+    Float inputs (pixel_values) are cast to ``dtype`` inside the module and float outputs cast
+    back to float32, so callers and the manifest see the same dtypes as a float32 export.
+    """
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, *tensors: torch.Tensor):
+        args = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in tensors)
+        out = self.inner(*args)
+        return tuple(o.float() if o.is_floating_point() else o for o in out)

@@ -40,6 +40,9 @@ def validate(directory, model, *, atol: float | None = None, rtol: float | None 
         max_length=manifest["max_length"],
         atol=recorded.get("atol", ExportOptions.atol) if atol is None else atol,
         rtol=recorded.get("rtol", ExportOptions.rtol) if rtol is None else rtol,
+        # bf16/fp16/int8 artifacts are checked in the cosine mode they were exported under.
+        dtype=manifest.get("dtype") or "float32",
+        quantize=manifest.get("quantize"),
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
     )
@@ -56,7 +59,7 @@ def validate(directory, model, *, atol: float | None = None, rtol: float | None 
     if not report.passed:
         raise ValidationError(
             f"{directory} does not match {src.description} in {len(report.failures)} checks "
-            f"(atol {report.atol:g}, rtol {report.rtol:g})\n{report.failure_text()}",
+            f"({', '.join(f'{k} {v:g}' for k, v in report.thresholds.items())})\n{report.failure_text()}",
             report,
         )
     return report

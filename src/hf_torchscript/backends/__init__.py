@@ -20,7 +20,18 @@ class Backend:
     trace: Callable  # trace(module, example_inputs: tuple[Tensor, ...], options: ExportOptions) -> ScriptModule
     static_shapes: bool  # compiled per shape: `auto` means buckets, `dynamic` is refused
     unties_weights: bool  # the compiler cannot share a tensor between embedding and LM head
-    runs_on_host: bool  # the traced module runs on this machine's CPU (so it can be validated here)
+    # The traced module runs on this machine (so it can be validated here). A callable is asked at
+    # export time: a Neuron module runs only where a Neuron device is present.
+    runs_on_host: bool | Callable[[], bool]
+    # Imports the backend's SDK or raises BackendUnavailableError; called before the model is loaded
+    # (fail fast) and before torch.jit.load of an artifact (its custom ops must be registered first).
+    import_sdk: Callable[[], object] | None = None
+    # describe(options) -> dict recorded in the manifest (SDK, version, compiler arguments).
+    describe: Callable[..., dict] | None = None
+
+    def can_run_here(self) -> bool:
+        """Whether a module traced by this backend can execute on this machine right now."""
+        return bool(self.runs_on_host() if callable(self.runs_on_host) else self.runs_on_host)
 
 
 _MODULES = {"torchscript": "torchscript", "neuronx": "neuronx", "neuron": "neuron"}
