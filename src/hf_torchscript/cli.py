@@ -112,8 +112,20 @@ def cmd_run(a) -> int:
         result = model(texts, top_k=a.top_k)
     for w in caught:
         _err(f"warning: {w.message}")
-    print(json.dumps(_jsonable(model.task, texts, result), indent=2, ensure_ascii=False))
+    print(_dumps(_jsonable(model.task, texts, result)))
     return 0
+
+
+def _dumps(obj, indent: int = 0) -> str:
+    """JSON with every list of numbers on one line, so a person can read the structure."""
+    pad = "  " * (indent + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{pad}{json.dumps(k)}: {_dumps(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(obj, list) and obj and not all(isinstance(x, (int, float)) for x in obj):
+        items = [pad + _dumps(v, indent + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return json.dumps(obj, ensure_ascii=False)
 
 
 def _jsonable(task: str, texts, result):
