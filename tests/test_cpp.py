@@ -119,7 +119,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("model_type,shapes,lengths", CASES, ids=[f"{m}-{s}-{'x'.join(map(str, l))}" for m, s, l in CASES])
+@pytest.mark.parametrize("model_type,shapes,lengths", CASES,
+                         ids=[f"{m}-{s}-{'x'.join(map(str, l))}" for m, s, l in CASES])
 @pytest.mark.cpp
 @pytest.mark.slow
 def test_runner_matches_eager(runner, artifacts, tiny_model_dir, model_type, shapes, lengths):
@@ -144,7 +145,8 @@ def test_minilm_sentence_embedding_matches_sentence_transformers(runner, minilm_
     tok.no_truncation()
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     encs = tok.encode_batch(TEXTS)
-    batch = {"input_ids": torch.tensor([e.ids for e in encs]), "attention_mask": torch.tensor([e.attention_mask for e in encs]),
+    batch = {"input_ids": torch.tensor([e.ids for e in encs]),
+             "attention_mask": torch.tensor([e.attention_mask for e in encs]),
              "token_type_ids": torch.tensor([e.type_ids for e in encs])}
     assert (batch["attention_mask"] == 0).any()  # padded rows
     got = outputs_of(run_cpp(runner, minilm_artifact, batch))["sentence_embedding"]
@@ -182,13 +184,15 @@ def _ids(n: int, types: bool = True) -> dict:
 
 ERRORS = [
     # (name, artifact setup, stdin payload, expected text in the one stderr line)
-    ("missing-dir", "nowhere", _ids(3), "artifact directory '{dir}' does not exist; export one with `hf-torchscript export`"),
+    ("missing-dir", "nowhere", _ids(3),
+     "artifact directory '{dir}' does not exist; export one with `hf-torchscript export`"),
     ("no-manifest", "no-manifest", _ids(3), "'{dir}' has no manifest.json: not an hf-torchscript artifact"),
     ("no-model", "no-model", _ids(3), "'{dir}' has no model.pt; re-export the model"),
     ("other-architecture", "gpt2-model", _ids(3),
      "takes inputs (input_ids, attention_mask) but {dir}/manifest.json lists (input_ids, attention_mask, "
      "token_type_ids): they come from different exports"),
-    ("other-export", "dynamic-model", _ids(3), "{dir}/manifest.json differs from the manifest embedded in {dir}/model.pt"),
+    ("other-export", "dynamic-model", _ids(3),
+     "{dir}/manifest.json differs from the manifest embedded in {dir}/model.pt"),
     ("wrong-dtype", "ok", {**_ids(3), "input_ids": [[5, 6.5, 7]]}, "input input_ids must be int64, got float32"),
     ("wrong-rank", "ok", {**_ids(3), "input_ids": [5, 6, 7]},
      "input input_ids must have rank 2 (batch_size, sequence_length), got shape [3]"),
@@ -235,11 +239,13 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
 @pytest.mark.slow
 def test_runner_usage_errors(runner, artifacts):
     art = str(artifacts("bert", "buckets"))
-    for argv, text in [([], "expected OUTPUT_DIR"), ([art, "--bench", "x"], "--bench takes a non-negative integer, got 'x'"),
+    for argv, text in [([], "expected OUTPUT_DIR"),
+                       ([art, "--bench", "x"], "--bench takes a non-negative integer, got 'x'"),
                        ([art, "--frobnicate"], "unknown option --frobnicate")]:
         proc = subprocess.run([str(runner), *argv], capture_output=True, text=True, timeout=60, input="")
         assert proc.returncode == 2 and text in proc.stderr and "usage: hts_run" in proc.stderr, (argv, proc.stderr)
-    missing = subprocess.run([str(runner), art, str(Path(art) / "nope.json")], capture_output=True, text=True, timeout=60)
+    missing = subprocess.run([str(runner), art, str(Path(art) / "nope.json")], capture_output=True, text=True,
+                             timeout=60)
     assert missing.returncode == 1 and "input file" in missing.stderr and "does not exist" in missing.stderr
 
 
@@ -253,6 +259,12 @@ def test_cmake_command_uses_installed_torch(tmp_path):
 
     with pytest.raises(BuildError, match="has no CMakeLists.txt; pass the cpp/ folder"):
         cmake_commands(tmp_path / "b", source=tmp_path)
+
+
+def test_build_without_cmake_fails_loudly(monkeypatch, tmp_path):
+    monkeypatch.setattr("hf_torchscript.cpp.shutil.which", lambda tool: None)
+    with pytest.raises(BuildError, match=r"cmake is not on PATH; install it \(apt-get install cmake g\+\+\)"):
+        build_runner(tmp_path / "b")
 
 
 def test_cli_prints_cmake_command(capsys, tmp_path):

@@ -1,0 +1,306 @@
+// hf_torchscript.hpp: load an hf-torchscript artifact (OUTPUT_DIR/model.pt + manifest.json) from
+// C++ and run it with named, checked inputs. Header-only; needs libtorch and nlohmann/json.
+//
+//     hf_torchscript::Model model("out/");                  // loads and cross-checks the artifact
+//     auto outputs = model.run({{"input_ids", ids}, {"attention_mask", mask}, ...});
+//     torch::Tensor emb = outputs.at("sentence_embedding");  // (batch_size, 384)
+//
+// Every failure (missing files, a manifest that does not belong to model.pt, wrong input names,
+// dtype or rank, a length over the artifact's maximum) throws hf_torchscript::Error with a
+// one-line message that says what was wrong and what to do.
+#pragma once
+
+#include <torch/script.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hf_torchscript {
+
+// The one error type this header throws on purpose.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One entry of the manifest's "inputs" or "outputs": name, dtype ("int64", "float32", ...) and
+// shape, whose axes are names ("batch_size", "sequence_length") or fixed sizes (384).
+struct TensorSpec {
+  std::string name;
+  std::string dtype;
+  std::vector<nlohmann::json> shape;
+};
+
+using NamedTensors = std::map<std::string, torch::Tensor>;
+
+constexpr int kFormatVersion = 1;  // the newest manifest format this header reads
+
+// "int64" -> torch::kLong, ...; the dtype names are the manifest's (numpy-style).
+inline torch::ScalarType scalar_type(const std::string& dtype) {
+  if (dtype == "int64") return torch::kLong;
+  if (dtype == "int32") return torch::kInt;
+  if (dtype == "float32") return torch::kFloat;
+  if (dtype == "float16") return torch::kHalf;
+  if (dtype == "bfloat16") return torch::kBFloat16;
+  if (dtype == "float64") return torch::kDouble;
+  if (dtype == "bool") return torch::kBool;
+  throw Error("manifest dtype '" + dtype + "' is not one this runner knows (int64, int32, float32, float16, "
+              "bfloat16, float64, bool); upgrade hf_torchscript.hpp");
+}
+
+inline std::string dtype_name(torch::ScalarType t) {
+  switch (t) {
+    case torch::kLong: return "int64";
+    case torch::kInt: return "int32";
+    case torch::kFloat: return "float32";
+    case torch::kHalf: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kDouble: return "float64";
+    case torch::kBool: return "bool";
+    default: return c10::toString(t);
+  }
+}
+
+inline std::string join(const std::vector<std::string>& parts, const std::string& sep = ", ") {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
+  return out;
+}
+
+inline std::string shape_text(c10::IntArrayRef sizes) {
+  std::vector<std::string> parts;
+  for (auto s : sizes) parts.push_back(std::to_string(s));
+  return "[" + join(parts) + "]";
+}
+
+inline std::string axes_text(const std::vector<nlohmann::json>& shape) {
+  std::vector<std::string> parts;
+  for (const auto& ax : shape) parts.push_back(ax.is_string() ? ax.get<std::string>() : ax.dump());
+  return join(parts);
+}
+
+// TorchScript errors carry a serialized traceback; the exported module's own checks raise
+// "hf-torchscript: <message>", which is the part a user needs. Anything else: its last line.
+inline std::string script_error_message(const std::string& what) {
+  const std::string marker = "hf-torchscript: ";
+  auto pos = what.rfind(marker);
+  if (pos != std::string::npos) {
+    auto rest = what.substr(pos + marker.size());
+    return rest.substr(0, rest.find('\n'));
+  }
+  std::istringstream lines(what);
+  std::string line, last;
+  while (std::getline(lines, line))
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line.substr(line.find_first_not_of(" \t\r"));
+  return "the exported module failed: " + (last.empty() ? std::string("unknown error") : last);
+}
+
+// Mean of token embeddings over the positions where attention_mask is 1: (B, L, H) -> (B, H).
+// Artifacts exported with task sentence-embedding already pool inside model.pt; this is for
+// feature-extraction artifacts whose last_hidden_state you pool yourself.
+inline torch::Tensor mean_pool(const torch::Tensor& token_embeddings, const torch::Tensor& attention_mask) {
+  auto mask = attention_mask.unsqueeze(-1).to(token_embeddings.scalar_type());
+  return (token_embeddings * mask).sum(1) / mask.sum(1).clamp_min(1e-9);
+}
+
+class Model {
+ public:
+  // Loads OUTPUT_DIR/manifest.json and OUTPUT_DIR/model.pt and checks that they belong together
+  // (the manifest embedded in model.pt at export time, and forward's argument names).
+  // model.pt's sha256 is not recomputed here; `hf-torchscript info OUTPUT_DIR` verifies it.
+  explicit Model(const std::string& directory, torch::Device device = torch::kCPU)
+      : directory_(directory), device_(device) {
+    namespace fs = std::filesystem;
+    const fs::path dir(directory);
+    if (!fs::is_directory(dir))
+      throw Error("artifact directory '" + directory + "' does not exist; export one with `hf-torchscript export`");
+    const fs::path manifest_file = dir / "manifest.json";
+    if (!fs::is_regular_file(manifest_file))
+      throw Error("'" + directory + "' has no manifest.json: not an hf-torchscript artifact (or an unfinished one)");
+    manifest_ = parse_json_file(manifest_file.string());
+    const fs::path model_file = dir / "model.pt";
+    if (!fs::is_regular_file(model_file))
+      throw Error("'" + directory + "' has no model.pt; re-export the model");
+    read_manifest(manifest_file.string());
+
+    torch::jit::ExtraFilesMap extra{{"manifest.json", ""}};
+    try {
+      module_ = torch::jit::load(model_file.string(), device_, extra);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      throw Error("torch::jit::load could not read " + model_file.string() + ": " + what.substr(0, what.find('\n')));
+    }
+    module_.eval();
+    check_belongs_together(extra["manifest.json"], manifest_file.string(), model_file.string());
+  }
+
+  const std::string& directory() const { return directory_; }
+  const nlohmann::json& manifest() const { return manifest_; }
+  const std::vector<TensorSpec>& inputs() const { return inputs_; }
+  const std::vector<TensorSpec>& outputs() const { return outputs_; }
+  const std::string& task() const { return task_; }
+  int64_t max_length() const { return max_length_; }
+  int64_t pad_token_id() const { return pad_token_id_; }
+  torch::jit::Module& module() { return module_; }
+
+  std::vector<std::string> input_names() const { return names(inputs_); }
+  std::vector<std::string> output_names() const { return names(outputs_); }
+
+  // Runs forward with inputs by name (every manifest input, no others); returns outputs by name.
+  NamedTensors run(const NamedTensors& inputs) {
+    std::vector<std::string> unknown, missing;
+    for (const auto& kv : inputs)
+      if (!has_input(kv.first)) unknown.push_back(kv.first);
+    for (const auto& spec : inputs_)
+      if (!inputs.count(spec.name)) missing.push_back(spec.name);
+    if (!unknown.empty())
+      throw Error("unknown input(s) " + join(unknown) + "; this artifact takes " + join(input_names()));
+    if (!missing.empty())
+      throw Error("missing input(s) " + join(missing) + "; this artifact takes " + join(input_names()) +
+                  " (pad rows with each input's pad_value from manifest.json)");
+    std::vector<torch::Tensor> positional;
+    for (const auto& spec : inputs_) positional.push_back(inputs.at(spec.name));
+    auto out = run_positional(positional);
+    NamedTensors named;
+    for (size_t i = 0; i < outputs_.size(); ++i) named[outputs_[i].name] = out[i];
+    return named;
+  }
+
+  // Runs forward with the inputs in manifest order; returns the outputs in manifest order.
+  std::vector<torch::Tensor> run_positional(const std::vector<torch::Tensor>& inputs) {
+    if (inputs.size() != inputs_.size())
+      throw Error("expected " + std::to_string(inputs_.size()) + " tensors (" + join(input_names()) + "), got " +
+                  std::to_string(inputs.size()));
+    std::vector<torch::jit::IValue> args;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check_input(inputs_[i], inputs[i]);
+      args.emplace_back(inputs[i].to(device_));
+    }
+    torch::jit::IValue result;
+    {
+      // Inference only: no autograd bookkeeping, like torch.no_grad() in the Python runtime.
+      c10::InferenceMode guard;
+      try {
+        result = module_.forward(args);
+      } catch (const std::exception& e) {
+        throw Error(script_error_message(e.what()));
+      }
+    }
+    std::vector<torch::Tensor> out;
+    if (result.isTuple()) {
+      for (const auto& v : result.toTuple()->elements()) out.push_back(v.toTensor());
+    } else if (result.isTensor()) {
+      out.push_back(result.toTensor());
+    } else {
+      throw Error("model.pt returned " + result.tagKind() + ", not a tuple of tensors; re-export the model");
+    }
+    if (out.size() != outputs_.size())
+      throw Error("model.pt returned " + std::to_string(out.size()) + " outputs but manifest.json lists " +
+                  std::to_string(outputs_.size()) + " (" + join(output_names()) + "); re-export the model");
+    return out;
+  }
+
+ private:
+  static nlohmann::json parse_json_file(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) throw Error("cannot read " + path);
+    try {
+      return nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(path + " is not valid JSON (" + e.what() + "); re-export the model");
+    }
+  }
+
+  static std::vector<std::string> names(const std::vector<TensorSpec>& specs) {
+    std::vector<std::string> out;
+    for (const auto& s : specs) out.push_back(s.name);
+    return out;
+  }
+
+  bool has_input(const std::string& name) const {
+    for (const auto& s : inputs_)
+      if (s.name == name) return true;
+    return false;
+  }
+
+  void read_manifest(const std::string& path) {
+    try {
+      const auto& version = manifest_.at("format_version");
+      if (!version.is_number_integer() || version.get<int>() > kFormatVersion)
+        throw Error(path + " has format_version " + version.dump() + "; this hf_torchscript.hpp reads up to " +
+                    std::to_string(kFormatVersion) + ": upgrade it");
+      for (const auto& which : {"inputs", "outputs"}) {
+        auto& specs = std::string(which) == "inputs" ? inputs_ : outputs_;
+        for (const auto& s : manifest_.at(which))
+          specs.push_back({s.at("name").get<std::string>(), s.at("dtype").get<std::string>(),
+                           s.at("shape").get<std::vector<nlohmann::json>>()});
+      }
+      task_ = manifest_.at("task").get<std::string>();
+      max_length_ = manifest_.at("max_length").get<int64_t>();
+      const auto pad = manifest_.value("pad_token_id", nlohmann::json());
+      pad_token_id_ = pad.is_number_integer() ? pad.get<int64_t>() : 0;
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(path + " lacks a field this runner needs (" + e.what() + "); re-export the model");
+    }
+    if (inputs_.empty()) throw Error(path + " lists no inputs; re-export the model");
+  }
+
+  void check_belongs_together(const std::string& embedded_text, const std::string& manifest_file,
+                              const std::string& model_file) {
+    const std::string fix = ": they come from different exports, or one was edited; re-export the model";
+    // forward(self, <inputs in manifest order>)
+    const auto& args = module_.get_method("forward").function().getSchema().arguments();
+    std::vector<std::string> forward_names;
+    for (size_t i = 1; i < args.size(); ++i) forward_names.push_back(args[i].name());
+    if (forward_names != input_names())
+      throw Error(model_file + " takes inputs (" + join(forward_names) + ") but " + manifest_file + " lists (" +
+                  join(input_names()) + ")" + fix);
+    if (embedded_text.empty()) return;  // written by a producer that did not embed it
+    nlohmann::json embedded;
+    try {
+      embedded = nlohmann::json::parse(embedded_text);
+    } catch (const nlohmann::json::exception&) {
+      throw Error("the manifest embedded in " + model_file + " is not valid JSON; re-export the model");
+    }
+    auto on_disk = manifest_;
+    on_disk.erase("sha256");  // the embedded copy cannot hold the hash of the file it lives in
+    if (embedded != on_disk) throw Error(manifest_file + " differs from the manifest embedded in " + model_file + fix);
+  }
+
+  void check_input(const TensorSpec& spec, const torch::Tensor& x) const {
+    if (!x.defined()) throw Error("input " + spec.name + " is an undefined tensor");
+    const auto want = scalar_type(spec.dtype);
+    if (x.scalar_type() != want)
+      throw Error("input " + spec.name + " must be " + spec.dtype + ", got " + dtype_name(x.scalar_type()) +
+                  (want == torch::kLong ? " (token ids are integers)" : ""));
+    if (x.dim() != static_cast<int64_t>(spec.shape.size()))
+      throw Error("input " + spec.name + " must have rank " + std::to_string(spec.shape.size()) + " (" +
+                  axes_text(spec.shape) + "), got shape " + shape_text(x.sizes()));
+    for (size_t d = 0; d < spec.shape.size(); ++d)
+      if (spec.shape[d].is_number_integer() && x.size(d) != spec.shape[d].get<int64_t>())
+        throw Error("input " + spec.name + " must have size " + spec.shape[d].dump() + " at dim " + std::to_string(d) +
+                    " (" + axes_text(spec.shape) + "), got shape " + shape_text(x.sizes()));
+    if (x.numel() == 0)
+      throw Error("input " + spec.name + " is empty (shape " + shape_text(x.sizes()) +
+                  "); pass at least one row and one token");
+  }
+
+  std::string directory_;
+  torch::Device device_;
+  nlohmann::json manifest_;
+  std::vector<TensorSpec> inputs_, outputs_;
+  std::string task_;
+  int64_t max_length_ = 0;
+  int64_t pad_token_id_ = 0;
+  torch::jit::Module module_;
+};
+
+}  // namespace hf_torchscript
