@@ -20,6 +20,20 @@ def test_model_path_missing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_hub_id_resolves_from_the_local_cache_offline(tiny_model_dir, tmp_path, monkeypatch):
+    # The layout huggingface_hub writes: models--ORG--NAME/{refs/main, snapshots/REVISION/...}.
+    repo = tmp_path / "cache" / "models--acme--tiny-bert"
+    snap = repo / "snapshots" / "0123456789abcdef"
+    shutil.copytree(tiny_model_dir("bert"), snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    result = hts.export("acme/tiny-bert", tmp_path / "o")
+    assert result.manifest["source"]["model"] == "acme/tiny-bert"
+    with pytest.raises(hts.SourceError, match="MODEL 'acme/other' not found: no such directory, and not a model id in the local"):
+        hts.export("acme/other", tmp_path / "o2")
+
+
 def test_model_dir_without_config(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(hts.SourceError, match="has no config.json; pass the folder that holds config.json"):

@@ -64,7 +64,8 @@ def resolve_path(model: str | os.PathLike) -> Path:
         try:
             from huggingface_hub import snapshot_download
 
-            return Path(snapshot_download(name, local_files_only=True))
+            # HF_HUB_CACHE is read here, not at import, so a cache chosen at run time is honoured.
+            return Path(snapshot_download(name, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None))
         except Exception:
             pass
     hint = ""
