@@ -26,6 +26,7 @@ def report(tiny_model_dir, tmp_path_factory):
     ), out
 
 
+@pytest.mark.slow  # six exports of a tiny model + timed rounds: ~40 s on 2 cores
 def test_every_variant_ran_or_says_why_not(report):
     r, _ = report
     assert list(r.variants) == VARIANTS
@@ -40,6 +41,7 @@ def test_every_variant_ran_or_says_why_not(report):
     assert r.variants["ts-static"]["shapes"] == "static"
 
 
+@pytest.mark.slow  # six exports of a tiny model + timed rounds: ~40 s on 2 cores
 def test_ratios_are_to_eager_in_the_same_run(report):
     r, _ = report
     ok = [n for n, v in r.variants.items() if v["status"] == "ok"]
@@ -61,6 +63,7 @@ def test_ratios_are_to_eager_in_the_same_run(report):
     assert set(r.gemm_ceiling_gflops) == {"float32", "bfloat16"}
 
 
+@pytest.mark.slow  # six exports of a tiny model + timed rounds: ~40 s on 2 cores
 def test_mixed_workload_uses_real_lengths(report):
     r, _ = report
     m = r.mixed
@@ -74,6 +77,7 @@ def test_mixed_workload_uses_real_lengths(report):
                         res["ts-dynamic"]["tokens_per_s"] / res["ts-static"]["tokens_per_s"])
 
 
+@pytest.mark.slow  # six exports of a tiny model + timed rounds: ~40 s on 2 cores
 def test_report_files_and_targets(report):
     r, out = report
     data = json.loads((out / "report.json").read_text())
@@ -108,3 +112,19 @@ def test_cli_bench(tiny_model_dir, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ts-dynamic" in text and "wrote" in text
     assert (tmp_path / "report.json").exists() and (tmp_path / "plot.png").exists()
+
+
+@pytest.mark.slow
+def test_results_markdown_renders_from_the_json(report, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "render_results.py"
+    spec = importlib.util.spec_from_file_location("render_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, out = report
+    mod.main([str(out / "report.json"), str(tmp_path / "RESULTS.md")])
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Targets (issue 6)" in text and "| ts-int8 |" in text and "King James" in text
+    assert "skipped: onnxruntime is not installed" in text or "| onnxruntime |" in text

@@ -185,7 +185,7 @@ def test_failed_export_leaves_no_output_and_keeps_earlier_artifact(tiny_model_di
     from hf_torchscript import exporter
 
     def failing_grid(*a, **k):
-        from hf_torchscript.validate import ValidationReport
+        from hf_torchscript.parity import ValidationReport
 
         return ValidationReport(passed=False, atol=1e-4, rtol=1e-4, failures=["last_hidden_state at (3x5): max diff 1"])
 

@@ -16,7 +16,7 @@ import torch
 import hf_torchscript as hts
 from hf_torchscript.cli import main as cli_main
 from hf_torchscript.errors import ValidationError
-from hf_torchscript.validate import REDUCED_PRECISION, Tolerance, check, compare_inputs
+from hf_torchscript.parity import REDUCED_PRECISION, Tolerance, check, compare_inputs
 from reference import eager_model, random_batch
 
 VARIANTS = {
@@ -110,9 +110,8 @@ def test_artifacts_reload_with_plain_torch(exports):
 
 def test_revalidate_uses_the_recorded_mode(exports):
     src, results = exports
-    from hf_torchscript.revalidate import validate  # hts.validate is shadowed by the submodule once imported
-
-    report = validate(results["bf16"][1], src)
+    # The public function, called after exports have imported every submodule (it once got shadowed).
+    report = hts.validate(results["bf16"][1], src)
     assert report.passed and report.mode == "cosine"
     assert report.thresholds == REDUCED_PRECISION["bfloat16"]
 
@@ -193,3 +192,16 @@ def test_cli_export_flags(tiny_model_dir, tmp_path, capsys):
                    "--dtype", "bfloat16", "--quantize", "dynamic-int8"])
     assert rc == 1
     assert "--quantize dynamic-int8 works on a float32 model; drop --dtype or --quantize" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw, flag", [(dict(optimize=True), "--optimize"), (dict(quantize="dynamic-int8"), "--quantize")])
+def test_optimize_and_quantize_are_torchscript_only(kw, flag):
+    from hf_torchscript.backends import get_backend
+    from hf_torchscript.errors import OptionError
+    from hf_torchscript.exporter import prepare
+    from hf_torchscript.options import ExportOptions
+
+    with pytest.raises(OptionError) as e:
+        prepare(None, ExportOptions(backend="neuronx", **kw), get_backend("neuronx"))
+    assert f"{flag} applies to the torchscript backend only" in str(e.value)
+    assert f"drop {flag} or use --backend torchscript" in str(e.value)

@@ -84,7 +84,7 @@ def __getattr__(name):
 
         return ExportedModel
     if name == "ValidationReport":
-        from .validate import ValidationReport
+        from .parity import ValidationReport
 
         return ValidationReport
     raise AttributeError(f"module 'hf_torchscript' has no attribute {name!r}")

@@ -26,7 +26,7 @@ class TraceError(HFTorchScriptError):
 class ValidationError(HFTorchScriptError):
     """The exported module does not compute the same function as the eager model.
 
-    ``report`` holds the full :class:`~hf_torchscript.validate.ValidationReport`.
+    ``report`` holds the full :class:`~hf_torchscript.parity.ValidationReport`.
     """
 
     def __init__(self, message: str, report=None):

@@ -24,7 +24,7 @@ from .prepare import ExportWrapper, Pooling, PrecisionWrapper, discover_outputs,
 from .shapes import build_dispatcher, check_buckets, default_buckets
 from .source import Source, load_source
 from .tasks import get_task
-from .validate import Tolerance, ValidationReport, build_grid, check, tolerance_for
+from .parity import Tolerance, ValidationReport, build_grid, check, tolerance_for
 
 # Sequence length used when nothing (model config, tokenizer) states a limit.
 FALLBACK_MAX_LENGTH = 512
@@ -165,6 +165,12 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
 
 def prepare(src: Source, options: ExportOptions, backend: Backend) -> Prepared:
     """Wrap the model with a tensor signature and discover its outputs."""
+    if backend.name != "torchscript" and (options.optimize or options.quantize):
+        flag = "--optimize" if options.optimize else "--quantize"
+        raise OptionError(
+            f"{flag} applies to the torchscript backend only; the {backend.name} compiler optimizes its own graph "
+            f"(use --auto-cast / --compiler-args there): drop {flag} or use --backend torchscript"
+        )
     config = src.config
     arch = get_architecture(config.model_type)
     task = get_task(src.task)

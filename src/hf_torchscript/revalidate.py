@@ -9,7 +9,7 @@ from .backends import get_backend
 from .errors import ArtifactError, ValidationError
 from .options import ExportOptions
 from .source import load_source
-from .validate import ValidationReport
+from .parity import ValidationReport
 
 
 def validate(directory, model, *, atol: float | None = None, rtol: float | None = None,

@@ -1,5 +1,8 @@
 """Prove an exported module computes the eager model's function: a grid of shapes and paddings.
 
+(Named parity, not validate: a submodule named validate would replace the public
+hf_torchscript.validate function as soon as it is imported.)
+
 Two references per case:
   1. the eager model on the very same padded batch: every output, on the valid positions;
   2. the eager model on each padded row alone with its padding removed: the exported module must

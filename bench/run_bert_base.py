@@ -1,0 +1,60 @@
+"""The recorded benchmark: BERT-base (random init, bert-base-uncased config) on this machine.
+
+    python bench/run_bert_base.py            # ~30-40 min on 2 cores; writes bench/results/bert-base/
+    python bench/render_results.py           # bench/RESULTS.md from bench/results/bert-base/report.json
+
+Random weights time exactly like trained ones (same shapes, same kernels); no hub access needed.
+The exported artifacts (~440 MB each) go to a temp folder, not the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def build_model(directory: Path) -> Path:
+    from transformers import BertConfig, BertModel
+
+    if (directory / "config.json").exists():
+        return directory
+    torch.manual_seed(0)
+    # bert-base-uncased's config: 12 layers, hidden 768, 12 heads, FFN 3072, vocab 30522, 512 positions.
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        intermediate_size=3072, max_position_embeddings=512)
+    BertModel(config).eval().save_pretrained(str(directory))
+    return directory
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(HERE / "results" / "bert-base"))
+    ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "hts-bench-bert-base"))
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--mixed-requests", type=int, default=64)
+    ap.add_argument("--variants", default=None)
+    args = ap.parse_args(argv)
+
+    import hf_torchscript as hts
+
+    model_dir = build_model(Path(args.workdir) / "bert-base-random")
+    report = hts.benchmark(
+        model_dir, task="feature-extraction", output_dir=args.out, workdir=args.workdir,
+        variants=args.variants.split(",") if args.variants else None,
+        rounds=args.rounds, warmup=2, mixed_requests=args.mixed_requests, mixed_batch=8, mixed_rounds=3,
+        threads=2, description="BERT-base (random init, bert-base-uncased config)",
+    )
+    report.environment["command"] = "python bench/run_bert_base.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report.save(args.out)
+    print(report.table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
