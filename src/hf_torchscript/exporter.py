@@ -244,9 +244,9 @@ def _tolerance(opts: ExportOptions) -> Tolerance:
 def optimize_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """torch.jit.freeze the whole dispatcher: weights become constants, the traces are inlined.
 
-    Not torch.jit.optimize_for_inference: on torch 2.13 (BERT, CPU) its result reloads but runs
-    slower after torch.jit.load than plain freeze (the MKLDNN layout conversions it inserts are not
-    kept), so the saved artifact would lose what it promised. bench.py measures both.
+    Not also torch.jit.optimize_for_inference: on torch 2.13 (BERT-base, 2 CPU threads) its result
+    saves, reloads and stays exact, but measured against freeze alone it only wins at tiny shapes
+    (1x16: 0.73x vs 0.80x of eager) and loses at 8x128 (1.00x vs 0.91x); bench/RESULTS.md has both.
     """
     return torch.jit.freeze(module.eval())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import OptionError, ShapeError
 
@@ -59,7 +59,6 @@ class ExportOptions:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     seed: int = 0
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         if self.batch_size < 1:
