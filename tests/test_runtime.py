@@ -122,6 +122,20 @@ def test_causal_lm_next_token(exported):
         assert [p["token_id"] for p in preds] == logits.topk(2).indices.tolist()
 
 
+def test_seq2seq_greedy_decoding_matches_generate(exported):
+    _, out, model, tok = exported("t5", "seq2seq-lm")
+    got = hts.load(out)(TEXTS)
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=20)
+    eos = model.config.eos_token_id
+    for row, ids in zip(got, want[:, 1:].tolist()):  # generate() keeps the decoder start token
+        ids = ids[: ids.index(eos)] if eos in ids else ids  # and pads after eos
+        assert ids, "the tiny model should decode at least one token before eos"
+        assert row["token_ids"] == ids
+        assert row["text"] == tok.decode(ids, skip_special_tokens=True)
+
+
 def test_feature_extraction_strips_padding(exported):
     _, out, model, tok = exported("electra", "feature-extraction")
     got = hts.load(out)(TEXTS)

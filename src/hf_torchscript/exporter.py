@@ -459,6 +459,14 @@ def _manifest(p: Prepared, backend: Backend, report: ValidationReport, shapes_in
     }
     if backend.describe is not None:
         m["neuron"] = backend.describe(p.options)
+    if task.name == "seq2seq-lm":
+        # What a runtime needs to decode greedily without transformers' generate().
+        start = getattr(config, "decoder_start_token_id", None)
+        eos = getattr(config, "eos_token_id", None)
+        m["generation"] = {
+            "decoder_start_token_id": int(start) if start is not None else p.pad_token_id,
+            "eos_token_id": int(eos[0] if isinstance(eos, list) else eos) if eos is not None else None,
+        }
     if p.source.pooling and task.name == "sentence-embedding":
         m["sentence_embedding"] = {"pooling": p.source.pooling["modes"], "normalize": p.source.pooling["normalize"]}
     if p.source.newly_initialized:

@@ -174,6 +174,31 @@ def _causal_lm(model, texts, top_k):
     return results
 
 
+def _seq2seq_lm(model, texts, top_k, max_new_tokens: int = 20):
+    """Greedy decoding without a cache: the whole decoder input is re-run each step (O(n^2), simple)."""
+    gen = model.manifest.get("generation") or {}
+    start, eos = gen.get("decoder_start_token_id", model.manifest["pad_token_id"]), gen.get("eos_token_id")
+    tensors, encs = model.encode(texts)
+    n = len(encs)
+    decoded = torch.full((n, 1), int(start), dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        out = model.run(**tensors, decoder_input_ids=decoded, decoder_attention_mask=torch.ones_like(decoded))
+        nxt = out["logits"][:, -1].argmax(-1)
+        if eos is not None:
+            nxt = torch.where(done, torch.full_like(nxt, int(eos)), nxt)
+            done |= nxt == eos
+        decoded = torch.cat([decoded, nxt[:, None]], 1)
+        if bool(done.all()):
+            break
+    results = []
+    for row in decoded[:, 1:].tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos)]
+        results.append({"token_ids": row, "text": model.tokenizer.decode(row)})
+    return results
+
+
 _HANDLERS = {
     "feature-extraction": _feature_extraction,
     "sentence-embedding": _sentence_embedding,
@@ -183,4 +208,5 @@ _HANDLERS = {
     "question-answering": _question_answering,
     "multiple-choice": _multiple_choice,
     "causal-lm": _causal_lm,
+    "seq2seq-lm": _seq2seq_lm,
 }
