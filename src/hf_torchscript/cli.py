@@ -233,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--buckets", type=_int_list, default=None, help="bucket lengths, e.g. 32,64,128,384")
     e.add_argument("--static-batch", action="store_true", help="with --shapes static: fix the batch to --batch-size")
     e.add_argument("--max-length", type=int, default=None, help="longest input accepted (default: the model's)")
-    e.add_argument("--atol", type=float, default=DEFAULT_ATOL)
-    e.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    e.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                   help=f"fp32 check: |exported - eager| <= atol + rtol*|eager| (default {DEFAULT_ATOL:g})")
+    e.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"(default {DEFAULT_RTOL:g})")
     e.add_argument("--untie-weights", action="store_true", help="store LM head and input embeddings separately")
     e.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (pickle) weights")
     e.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
