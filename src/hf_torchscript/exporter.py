@@ -55,14 +55,15 @@ class Prepared:
 
     source: Source
     arch: Architecture
-    wrapper: ExportWrapper  # the module traced
-    reference: ExportWrapper  # the fp32 eager function it must equal
     specs: list[InputSpec]
-    outputs: list[OutputSpec]
     pad_token_id: int
     max_length: int
     tied: str
     options: ExportOptions
+    # Filled in by prepare() once the outputs are known (the example inputs above come first).
+    wrapper: torch.nn.Module | None = None  # the module traced (a converted copy for bf16/int8)
+    reference: ExportWrapper | None = None  # the fp32 eager function it must equal
+    outputs: list[OutputSpec] = field(default_factory=list)
 
     @property
     def has_sequence(self) -> bool:
@@ -186,10 +187,10 @@ def prepare(src: Source, options: ExportOptions, backend: Backend) -> Prepared:
     specs = input_specs(arch.inputs_for(task.name, config), config=config, pad_token_id=pad_id, choices=task.choices)
     pooling = Pooling(src.pooling["modes"], src.pooling["normalize"]) if task.name == "sentence-embedding" else None
 
-    probe = Prepared(src, arch, None, None, specs, [], pad_id, max_length, tied, options)  # type: ignore[arg-type]
+    p = Prepared(src, arch, specs, pad_id, max_length, tied, options)
     L0 = min(options.sequence_length or DEFAULT_SHAPES["sequence_length"], max_length)
     B0 = options.batch_size
-    example = probe.example(B0, L0, options.seed)
+    example = p.example(B0, L0, options.seed)
     if pooling is not None:
         names = ["sentence_embedding"]
     else:
@@ -207,21 +208,22 @@ def prepare(src: Source, options: ExportOptions, backend: Backend) -> Prepared:
 
     # Axis names: run at two shapes where every symbolic dim differs and see which axes follow.
     L1 = L0 + 3 if L0 + 3 <= max_length else max(1, L0 - 1)
-    alt = probe.dims(B0 + 1, L1)
+    alt = p.dims(B0 + 1, L1)
     if "num_choices" in alt:
         alt["num_choices"] += 1
     if "decoder_sequence_length" in alt:
         alt["decoder_sequence_length"] = max(1, alt["decoder_sequence_length"] - 1) if L1 < L0 else alt["decoder_sequence_length"] + 1
     with torch.no_grad():
         out_a = wrapper(*example.values())
-        alt_inputs = make_inputs(specs, alt, ("full",), vocab_size=probe.vocab_size, seed=1, avoid_ids=(pad_id,))
+        alt_inputs = make_inputs(specs, alt, ("full",), vocab_size=p.vocab_size, seed=1, avoid_ids=(pad_id,))
         out_b = wrapper(*alt_inputs.values())
-    dims_a = probe.dims(B0, L0)
-    outputs = [
+    dims_a = p.dims(B0, L0)
+    p.outputs = [
         OutputSpec(n, str(a.dtype).replace("torch.", ""), infer_axes(a.shape, dims_a, b.shape, alt))
         for n, a, b in zip(names, out_a, out_b)
     ]
-    return Prepared(src, arch, _convert(wrapper, options), wrapper, specs, outputs, pad_id, max_length, tied, options)
+    p.reference, p.wrapper = wrapper, _convert(wrapper, options)
+    return p
 
 
 def _convert(wrapper: ExportWrapper, opts: ExportOptions) -> torch.nn.Module:
