@@ -41,7 +41,7 @@ struct TensorSpec {
 
 using NamedTensors = std::map<std::string, torch::Tensor>;
 
-constexpr int kFormatVersion = 1;  // the newest manifest format this header reads
+constexpr int kFormatVersion = 2;  // the newest manifest format this header reads
 
 // "int64" -> torch::kLong, ...; the dtype names are the manifest's (numpy-style).
 inline torch::ScalarType scalar_type(const std::string& dtype) {
@@ -272,6 +272,7 @@ class Model {
     }
     auto on_disk = manifest_;
     on_disk.erase("sha256");  // the embedded copy cannot hold the hash of the file it lives in
+    if (on_disk.contains("files") && on_disk["files"].is_object()) on_disk["files"].erase("model.pt");
     if (embedded != on_disk) throw Error(manifest_file + " differs from the manifest embedded in " + model_file + fix);
   }
 

@@ -182,14 +182,14 @@ def test_failed_export_leaves_no_output_and_keeps_earlier_artifact(tiny_model_di
     hts.export(tiny_model_dir("bert"), out)
     before = artifact.sha256_file(out / "model.pt")
 
-    from hf_torchscript import exporter
+    from hf_torchscript import parity
 
     def failing_grid(*a, **k):
         from hf_torchscript.parity import ValidationReport
 
         return ValidationReport(passed=False, atol=1e-4, rtol=1e-4, failures=["last_hidden_state at (3x5): max diff 1"])
 
-    monkeypatch.setattr(exporter, "run_grid", failing_grid)
+    monkeypatch.setattr(parity, "run_grid", failing_grid)
     with pytest.raises(hts.ValidationError, match="does not match the eager model in 1 checks.*nothing was written"):
         hts.export(tiny_model_dir("bert"), out, force=True, shapes="dynamic")
     with pytest.raises(hts.ValidationError):
@@ -204,9 +204,6 @@ def test_interrupted_export_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(artifact, "write_manifest", interrupt)
-    from hf_torchscript import exporter
-
-    monkeypatch.setattr(exporter, "write_manifest", interrupt)
     with pytest.raises(KeyboardInterrupt):
         hts.export(tiny_model_dir("bert"), tmp_path / "o")
     assert list(tmp_path.iterdir()) == []

@@ -40,11 +40,14 @@ def test_manifest_contract(tiny_model_dir, tmp_path):
     traced = (m["shapes"]["traced"][0]["batch_size"], m["shapes"]["traced"][0]["sequence_length"])
     assert len(shapes - {traced}) >= 2, "validation must cover shapes other than the traced one"
     assert any("right" in c["padding"] for c in v["cases"]) and any(c["padding"] == ["full"] for c in v["cases"])
-    # The embedded copy is the manifest minus its own file's hash.
+    # Every file is hashed; the embedded copy is the manifest minus its own file's hash.
+    assert set(m["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
+    assert all(m["files"][name] == sha256_file(out / name) for name in m["files"])
     extra = {"manifest.json": ""}
     torch.jit.load(str(out / "model.pt"), _extra_files=extra)
     embedded = json.loads(extra["manifest.json"])
-    assert embedded == {k: x for k, x in m.items() if k != "sha256"}
+    files = {k: x for k, x in m["files"].items() if k != "model.pt"}
+    assert embedded == {**{k: x for k, x in m.items() if k != "sha256"}, "files": files}
     assert (out / "tokenizer.json").is_file()
 
 

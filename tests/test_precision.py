@@ -118,9 +118,9 @@ def test_revalidate_uses_the_recorded_mode(exports):
 
 def test_corrupted_reduced_precision_module_is_rejected(tiny_model_dir, tmp_path, monkeypatch):
     """The cosine check can fail: noise in the bf16 copy's weights is caught and nothing is written."""
-    import hf_torchscript.exporter as exporter
+    import hf_torchscript.prepare as prepare
 
-    real = exporter._convert
+    real = prepare.convert
 
     def corrupt(wrapper, opts):
         module = real(wrapper, opts)
@@ -130,7 +130,7 @@ def test_corrupted_reduced_precision_module_is_rejected(tiny_model_dir, tmp_path
                 lin.weight.add_((torch.randn(lin.weight.shape, generator=g) * lin.weight.float().std()).to(lin.weight.dtype))
         return module
 
-    monkeypatch.setattr(exporter, "_convert", corrupt)
+    monkeypatch.setattr(prepare, "convert", corrupt)
     out = tmp_path / "art"
     with pytest.raises(ValidationError) as e:
         hts.export(tiny_model_dir("bert", "fill-mask"), out, dtype="bfloat16", shapes="dynamic")
@@ -196,12 +196,10 @@ def test_cli_export_flags(tiny_model_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("kw, flag", [(dict(optimize=True), "--optimize"), (dict(quantize="dynamic-int8"), "--quantize")])
 def test_optimize_and_quantize_are_torchscript_only(kw, flag):
-    from hf_torchscript.backends import get_backend
     from hf_torchscript.errors import OptionError
-    from hf_torchscript.exporter import prepare
     from hf_torchscript.options import ExportOptions
 
     with pytest.raises(OptionError) as e:
-        prepare(None, ExportOptions(backend="neuronx", **kw), get_backend("neuronx"))
+        ExportOptions(backend="neuronx", **kw)
     assert f"{flag} applies to the torchscript backend only" in str(e.value)
     assert f"drop {flag} or use --backend torchscript" in str(e.value)

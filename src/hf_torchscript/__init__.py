@@ -1,11 +1,18 @@
 """hf-torchscript: Hugging Face Transformers models to validated TorchScript artifacts.
 
-Import cost is kept low: the export side (transformers) loads only when `export`/`validate` run.
+    export(MODEL, OUT)   source -> prepare -> shapes/backends -> parity -> artifact (see exporter.py)
+    load(OUT)            the artifact as an ExportedModel: torch + tokenizers only
+    validate(OUT, MODEL) re-run the proof against the eager model
+    benchmark(MODEL)     eager vs exported variants, one interleaved run
+
+Import cost is kept low: torch loads only when a verb runs, transformers only for export/validate.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import inspect as _inspect
+
+__version__ = "0.2.0"
 
 from .errors import (
     ArtifactError,
@@ -44,27 +51,106 @@ __all__ = [
 ]
 
 
-def export(model, output_dir, **kwargs):
+def export(model, output_dir, *, task=None, tokenizer=None, force=False, options=None, **option_fields):
     from .exporter import export as _export
 
-    return _export(model, output_dir, **kwargs)
+    return _export(model, output_dir, task=task, tokenizer=tokenizer, force=force, options=options, **option_fields)
 
 
-export.__doc__ = "Export a transformers model to a validated TorchScript artifact. See hf_torchscript.exporter.export."
+def _export_doc() -> str:
+    lines = [
+        "Export a transformers model to a validated TorchScript artifact directory (all or nothing).",
+        "",
+        "Args:",
+        "    model: a directory saved with ``save_pretrained``, a model id in the local Hugging Face cache or",
+        "        bundled by an installed package (never downloaded), or an in-memory ``PreTrainedModel``.",
+        "    output_dir: the artifact directory to create; an earlier artifact there is replaced only with force.",
+        "    task: e.g. ``\"fill-mask\"``; None infers it from the checkpoint.",
+        "    tokenizer: a transformers tokenizer to ship with an in-memory model.",
+        "    force: replace an earlier artifact in ``output_dir``.",
+        "    options: an :class:`ExportOptions`; keywords below replace its fields.",
+    ]
+    for f in ExportOptions.fields():
+        if f.name != "task":
+            lines.append(f"    {f.name}: {f.metadata['help']} (default {f.default!r})")
+    lines += [
+        "",
+        "Returns:",
+        "    ExportResult: ``output_dir``, ``manifest``, ``validation`` (a ValidationReport), ``strategy``.",
+        "",
+        "Raises:",
+        "    SourceError, UnsupportedModelError, OptionError/ShapeError, TraceError, ValidationError (nothing",
+        "    written), ArtifactError. All derive from HFTorchScriptError.",
+        "",
+        "Example:",
+        "    >>> import hf_torchscript as hts",
+        "    >>> hts.export(\"sentence-transformers/all-MiniLM-L6-v2\", \"out/minilm\")  # doctest: +SKIP",
+    ]
+    return "\n".join(lines)
 
 
-def load(directory, **kwargs):
-    """Load an artifact directory as an :class:`ExportedModel` (torch + tokenizers only)."""
+# The options are ExportOptions' fields, listed once there; the signature is built from them so that
+# help() and inspect.signature show every keyword with its default.
+export.__doc__ = _export_doc()
+export.__signature__ = _inspect.Signature(
+    [
+        _inspect.Parameter("model", _inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        _inspect.Parameter("output_dir", _inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        _inspect.Parameter("task", _inspect.Parameter.KEYWORD_ONLY, default=None),
+        _inspect.Parameter("tokenizer", _inspect.Parameter.KEYWORD_ONLY, default=None),
+        _inspect.Parameter("force", _inspect.Parameter.KEYWORD_ONLY, default=False),
+        _inspect.Parameter("options", _inspect.Parameter.KEYWORD_ONLY, default=None),
+        *(_inspect.Parameter(f.name, _inspect.Parameter.KEYWORD_ONLY, default=f.default)
+          for f in ExportOptions.fields() if f.name != "task"),
+    ]
+)
+
+
+def load(directory, *, verify: bool = True, truncation: str = "warn"):
+    """Load an artifact directory as an :class:`ExportedModel` (torch + tokenizers only).
+
+    Args:
+        directory: what ``hf-torchscript export`` wrote.
+        verify: check every file's sha256 against manifest.json (refuse a tampered artifact).
+        truncation: ``"warn"`` cuts over-long texts with a TruncationWarning; ``"error"`` raises InputError.
+
+    Returns:
+        ExportedModel: call it with texts (task outputs) or tensors by name ({output name: tensor}).
+
+    Raises:
+        ArtifactError: missing files, unknown format version, a hash mismatch (naming the file).
+
+    Example:
+        >>> model = hts.load("out/minilm")  # doctest: +SKIP
+        >>> model(["A man is eating food."]).shape  # doctest: +SKIP
+        torch.Size([1, 384])
+    """
     from .runtime import load as _load
 
-    return _load(directory, **kwargs)
+    return _load(directory, verify=verify, truncation=truncation)
 
 
-def validate(directory, model, **kwargs):
-    """Re-run the validation grid of an artifact against the eager model. See hf_torchscript.revalidate."""
+def validate(directory, model, *, atol: float | None = None, rtol: float | None = None,
+             allow_pickle: bool = False, trust_remote_code: bool = False):
+    """Re-run an artifact's validation grid against the eager model it was exported from.
+
+    Args:
+        directory: the artifact directory.
+        model: the source model (path, cached/bundled id, or in-memory model).
+        atol, rtol: fp32 tolerances; default: those recorded at export.
+        allow_pickle, trust_remote_code: as for export.
+
+    Returns:
+        ValidationReport (also when it passed).
+
+    Raises:
+        ValidationError: some output is out of tolerance (``.report`` has the details).
+        ArtifactError: the artifact is tampered with or does not match the model's signature.
+    """
     from .revalidate import validate as _validate
 
-    return _validate(directory, model, **kwargs)
+    return _validate(directory, model, atol=atol, rtol=rtol, allow_pickle=allow_pickle,
+                     trust_remote_code=trust_remote_code)
 
 
 def benchmark(*args, **kwargs):

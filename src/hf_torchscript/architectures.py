@@ -59,8 +59,6 @@ class Architecture:
     task_inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Per-task transformers class instead of the task's Auto class (T5's encoder alone).
     task_classes: Mapping[str, str] = field(default_factory=dict)
-    # task -> why it cannot be exported correctly; listed in errors and the support matrix.
-    unsupported: Mapping[str, str] = field(default_factory=dict)
 
     def inputs_for(self, task: str, config=None) -> tuple[str, ...]:
         names = self.task_inputs.get(task, self.inputs)
@@ -126,11 +124,6 @@ def get_architecture(model_type: str) -> Architecture:
 
 
 def check_task(arch: Architecture, task: str) -> None:
-    if task in arch.unsupported:
-        raise UnsupportedModelError(
-            f"task {task!r} cannot be exported for {arch.model_type}: {arch.unsupported[task]}; "
-            f"supported for {arch.model_type}: {', '.join(t for t in arch.tasks if t not in arch.unsupported)}"
-        )
     if task not in arch.tasks:
         raise UnsupportedModelError(
             f"task {task!r} is not supported for {arch.model_type}; "

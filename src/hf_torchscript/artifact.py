@@ -1,12 +1,17 @@
-"""The artifact directory: write it atomically, read it back, verify it.
+"""Step 6 of the flow: the artifact directory. Assemble the manifest, write it atomically, read it
+back, verify it.
 
-    OUTPUT_DIR/model.pt       TorchScript; its extra file "manifest.json" is the manifest minus sha256
-    OUTPUT_DIR/manifest.json  the contract for Python, C++ and serving users (with sha256 of model.pt)
-    OUTPUT_DIR/tokenizer.json (and friends) when the source had a tokenizer
+    OUTPUT_DIR/model.pt       TorchScript; its extra file "manifest.json" is the manifest minus the
+                              hash of model.pt itself
+    OUTPUT_DIR/manifest.json  the contract for Python, C++ and serving users, with ``files``: the
+                              sha256 of every other file in the directory (``sha256``: model.pt's)
+    OUTPUT_DIR/tokenizer.json (and friends) when the source had a tokenizer, usable as it is by any
+                              tokenizers binding (no fixed padding, truncation at the max length)
 
-The embedded copy cannot hold the hash of the file it lives in, so it omits ``sha256``; load
-checks the file's hash against manifest.json and the embedded copy against the rest of it.
-Needs only torch: the runtime and C++ users depend on this format, not on transformers.
+The embedded copy cannot hold the hash of the file it lives in, so it omits that one hash; every
+reader (load, info, validate, the C++ header) checks each file's hash against manifest.json and
+the embedded copy against the rest of it, so an edited manifest, tokenizer or model is refused.
+Reading needs only torch: the runtime and C++ users depend on this format, not on transformers.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 
+from . import __version__
 from .errors import ArtifactError
 
-FORMAT_VERSION = 1
+# 2: ``files`` holds the sha256 of every file; 1 (round 1) hashed model.pt only and is still read.
+FORMAT_VERSION = 2
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
 
@@ -60,9 +69,67 @@ def staging_dir(output_dir: Path) -> Path:
 def save_module(module, path: Path, manifest: dict | None = None) -> None:
     extra = {}
     if manifest is not None:
-        embedded = {k: v for k, v in manifest.items() if k != "sha256"}
-        extra[MANIFEST_FILE] = json.dumps(embedded, indent=2, sort_keys=False)
+        extra[MANIFEST_FILE] = json.dumps(_embeddable(manifest), indent=2, sort_keys=False)
     torch.jit.save(module, str(path), _extra_files=extra)
+
+
+def _embeddable(manifest: dict) -> dict:
+    """The manifest as model.pt embeds it: everything but the hash of model.pt itself."""
+    out = {k: v for k, v in manifest.items() if k != "sha256"}
+    if isinstance(out.get("files"), dict):
+        out["files"] = {k: v for k, v in out["files"].items() if k != MODEL_FILE}
+    return out
+
+
+def roundtrip(module, staging: Path):
+    """Save ``module`` and load it back: validation must run on what a user will load, not the object in memory."""
+    scratch = staging / "roundtrip.pt"
+    save_module(module, scratch)
+    try:
+        return torch.jit.load(str(scratch))
+    finally:
+        scratch.unlink()
+
+
+def write_artifact(staging: Path, module, manifest: dict, tokenizer=None) -> dict:
+    """Write tokenizer files, model.pt (manifest embedded) and manifest.json into ``staging``; returns the manifest."""
+    save_tokenizer(tokenizer, staging, manifest)
+    files = {f.name: sha256_file(f) for f in sorted(staging.iterdir()) if f.is_file()}
+    manifest["files"] = files
+    save_module(module, staging / MODEL_FILE, manifest)
+    manifest["sha256"] = sha256_file(staging / MODEL_FILE)
+    manifest["files"] = {MODEL_FILE: manifest["sha256"], **files}
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def save_tokenizer(tokenizer, staging: Path, manifest: dict) -> None:
+    """Ship the tokenizer so that using tokenizer.json naively gives exactly the ids the model was validated with.
+
+    A source tokenizer.json may carry fixed-length padding and a truncation length of its own
+    (all-MiniLM-L6-v2's pads every text to 128 and cuts at 128, while sentence-transformers cuts at
+    256): a C++/Rust/JS user calling ``Tokenizer.from_file(...).encode(text)`` would feed padding
+    with an all-ones mask. The shipped file pads nothing and truncates at the artifact's max length.
+    """
+    if tokenizer is None:
+        return
+    tokenizer.save_pretrained(str(staging))
+    tok_file = staging / "tokenizer.json"
+    if not tok_file.is_file():
+        return
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tok_file))
+    tok.no_padding()
+    tok.enable_truncation(int(manifest["max_length"]))
+    tok.save(str(tok_file))
+    manifest["tokenizer"] = {
+        "file": "tokenizer.json",
+        "pad_token": getattr(tokenizer, "pad_token", None),
+        "mask_token": getattr(tokenizer, "mask_token", None),
+        "padding": None,
+        "truncation": int(manifest["max_length"]),
+    }
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
@@ -108,27 +175,50 @@ def read_manifest(directory: str | os.PathLike) -> dict:
 
 
 def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
-    """Check model.pt's sha256 against manifest.json; returns the manifest."""
+    """Check every file's sha256 against manifest.json and the manifest embedded in model.pt; returns the manifest."""
     d = Path(directory)
     manifest = manifest or read_manifest(d)
     model_file = d / MODEL_FILE
     if not model_file.is_file():
         raise ArtifactError(f"{str(d)!r} has no {MODEL_FILE}; re-export the model")
-    want = manifest.get("sha256")
-    got = sha256_file(model_file)
-    if got != want:
+    files = manifest.get("files") if manifest.get("format_version", 1) >= 2 else {MODEL_FILE: manifest.get("sha256")}
+    if not isinstance(files, dict) or files.get(MODEL_FILE) != manifest.get("sha256"):
+        raise ArtifactError(f"{d / MANIFEST_FILE} has no valid 'files' list of hashes: it was edited; re-export the model")
+    for name, want in files.items():
+        path = d / name
+        if Path(name).name != name or not path.is_file():
+            raise ArtifactError(f"{path} is listed in {MANIFEST_FILE} but missing; re-export the model")
+        got = sha256_file(path)
+        if got != want:
+            raise ArtifactError(
+                f"{path} sha256 {got[:16]}... does not match manifest.json ({str(want)[:16]}...): the file was "
+                "modified or replaced; re-export it, or pass verify=False (--no-verify) if you changed it on purpose"
+            )
+    embedded = embedded_manifest(model_file)
+    if embedded is not None and embedded != _embeddable(manifest):
         raise ArtifactError(
-            f"{model_file} sha256 {got[:16]}... does not match manifest.json ({str(want)[:16]}...): the file was "
-            "modified or replaced; re-export it, or pass verify=False (--no-verify) if you changed it on purpose"
+            f"{d / MANIFEST_FILE} differs from the manifest embedded in {MODEL_FILE}: one of them was edited; "
+            "re-export the model"
         )
     return manifest
+
+
+def embedded_manifest(model_file: Path) -> dict | None:
+    """The manifest model.pt carries as its extra file (read from the zip, without loading the module)."""
+    try:
+        with zipfile.ZipFile(model_file) as z:
+            name = next((n for n in z.namelist() if n.endswith("/extra/" + MANIFEST_FILE)), None)
+            if name is None:
+                return None
+            return json.loads(z.read(name))
+    except (zipfile.BadZipFile, json.JSONDecodeError, OSError) as e:
+        raise ArtifactError(f"{model_file} is not a readable TorchScript archive ({e}); re-export the model") from None
 
 
 def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_location: str = "cpu"):
     """torch.jit.load model.pt after verifying it; returns (module, manifest)."""
     d = Path(directory)
     manifest = verify(d) if verify_sha else read_manifest(d)
-    extra = {MANIFEST_FILE: ""}
     if manifest.get("backend", "torchscript") != "torchscript":
         # A Neuron module calls neuron::* ops that exist only once its SDK is imported.
         from .backends import get_backend
@@ -137,16 +227,85 @@ def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_lo
         if sdk_import is not None:
             sdk_import()
     try:
-        module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location, _extra_files=extra)
+        module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location)
     except RuntimeError as e:
         raise ArtifactError(f"torch.jit.load could not read {d / MODEL_FILE}: {str(e).splitlines()[0]}") from None
-    if verify_sha and extra[MANIFEST_FILE]:
-        embedded = json.loads(extra[MANIFEST_FILE])
-        on_disk = {k: v for k, v in manifest.items() if k != "sha256"}
-        if embedded != on_disk:
-            raise ArtifactError(
-                f"{d / MANIFEST_FILE} differs from the manifest embedded in {MODEL_FILE}: one of them was edited; "
-                "re-export the model"
-            )
     module.eval()
     return module, manifest
+
+
+# -- the manifest -----------------------------------------------------------------------------------
+
+
+def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, tolerance) -> dict:
+    """The contract a C++ or serving user reads: signature, axes, shapes, task, labels, validation, versions."""
+    config, task, opts = p.source.config, p.task, p.options
+    id2label = None
+    if task.labels:
+        id2label = {str(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    m = {
+        "format_version": FORMAT_VERSION,
+        "producer": "hf-torchscript",
+        "task": task.name,
+        "model_type": config.model_type,
+        "model_class": type(p.source.model).__name__,
+        "source": {"model": p.source.description, "weights": p.source.weights},
+        "inputs": [s.to_json() for s in p.specs],
+        "outputs": [o.to_json() for o in p.outputs],
+        "shapes": shapes_info,
+        "max_length": shapes_info["max_length"],
+        "pad_token_id": p.pad_token_id,
+        "padding_side": "right",
+        "id2label": id2label,
+        "tokenizer": None,
+        "dtype": opts.dtype,
+        "quantize": opts.quantize,
+        "optimize": opts.optimize,
+        "precision": _precision(opts, tolerance),
+        "backend": backend.name,
+        "weights": {"tied_embeddings": p.tied},
+        "validation": report.to_json(),
+        "tracer_warnings": tracer_warnings,
+        "versions": versions(),
+    }
+    if backend.describe is not None:
+        m["neuron"] = backend.describe(opts)
+    if task.name == "seq2seq-lm":
+        # What a runtime needs to decode greedily without transformers' generate().
+        start = getattr(config, "decoder_start_token_id", None)
+        eos = getattr(config, "eos_token_id", None)
+        m["generation"] = {
+            "decoder_start_token_id": int(start) if start is not None else p.pad_token_id,
+            "eos_token_id": int(eos[0] if isinstance(eos, list) else eos) if eos is not None else None,
+        }
+    if p.source.pooling and task.name == "sentence-embedding":
+        m["sentence_embedding"] = {"pooling": p.source.pooling["modes"], "normalize": p.source.pooling["normalize"]}
+    if p.source.newly_initialized:
+        m["newly_initialized_weights"] = p.source.newly_initialized
+    return m
+
+
+def versions() -> dict:
+    out = {"hf_torchscript": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for mod in ("transformers", "tokenizers"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = None
+    return out
+
+
+def _precision(opts, tolerance) -> dict:
+    """What model.pt computes in, for readers of the manifest (inputs/outputs stay as listed)."""
+    if opts.quantize:
+        compute = "int8 weights for nn.Linear (torch dynamic quantization: activations quantized per batch), float32 elsewhere"
+    elif opts.dtype != "float32":
+        compute = f"{opts.dtype}; float inputs are cast to {opts.dtype} inside model.pt and float outputs cast back to float32"
+    else:
+        compute = "float32"
+    return {
+        "compute": compute,
+        "outputs_dtype": "float32",
+        "optimizations": ["torch.jit.freeze"] if opts.optimize else [],
+        "validation": tolerance.describe(),
+    }

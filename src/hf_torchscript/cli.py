@@ -9,60 +9,61 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
+import typing
 import warnings
 
 from .errors import HFTorchScriptError, OptionError
-from .options import BACKENDS, DTYPES, QUANTIZATIONS, DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SHAPES, SHAPE_STRATEGIES, TASK_NAMES
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
-
-
-def _shell_words(text: str) -> tuple[str, ...]:
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"cannot split {text!r} like a shell would: {e}") from None
+from .options import TASK_NAMES, ExportOptions, flag
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def add_option_flags(parser: argparse.ArgumentParser, command: str, *, defaults: bool = True) -> None:
+    """One flag per ExportOptions field the command takes: name, help, choices and type from the field.
+
+    ``defaults=False`` (validate): an absent flag stays None, so the value recorded at export applies.
+    """
+    hints = typing.get_type_hints(ExportOptions)
+    for f in ExportOptions.fields(command):
+        meta = f.metadata
+        kw: dict = {"help": meta["help"], "dest": f.name}
+        if "metavar" in meta:
+            kw["metavar"] = meta["metavar"]
+        if "choices" in meta:
+            kw["choices"] = meta["choices"]
+        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        if kind is bool:
+            kw["action"] = "store_true"
+            kw["default"] = f.default if defaults else None
+        else:
+            kw["type"] = _flag_type(meta.get("parse") or (kind if kind in (int, float) else str))
+            kw["default"] = f.default if defaults else None
+        parser.add_argument(flag(f.name), **kw)
+
+
+def _flag_type(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e) if parse not in (int, float) else
+                                             f"expected {'an integer' if parse is int else 'a number'}, got {text!r}")
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def option_values(a: argparse.Namespace, command: str) -> dict:
+    """The ExportOptions fields a command's flags set (None: not given, for commands without defaults)."""
+    return {f.name: getattr(a, f.name) for f in ExportOptions.fields(command)}
+
+
 def cmd_export(a) -> int:
     from .exporter import export
 
-    result = export(
-        a.model,
-        a.output_dir,
-        task=a.task,
-        force=a.force,
-        batch_size=a.batch_size,
-        sequence_length=a.sequence_length,
-        shapes=a.shapes,
-        buckets=a.buckets,
-        static_batch=a.static_batch,
-        max_length=a.max_length,
-        atol=a.atol,
-        rtol=a.rtol,
-        untie_weights=a.untie_weights,
-        allow_pickle=a.allow_pickle,
-        trust_remote_code=a.trust_remote_code,
-        backend=a.backend,
-        compiler_args=tuple(a.compiler_args),
-        auto_cast=a.auto_cast,
-        dynamic_batch=a.dynamic_batch,
-        compiler_workdir=a.compiler_workdir,
-        dtype=a.dtype,
-        quantize=a.quantize,
-        optimize=a.optimize,
-    )
+    result = export(a.model, a.output_dir, force=a.force, **option_values(a, "export"))
     print(result)
     return 0
 
@@ -71,7 +72,7 @@ def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
     try:
         return tuple((int(b), int(l)) for b, l in (x.lower().split("x") for x in text.split(",") if x.strip()))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
+        raise ValueError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
 
 
 def cmd_bench(a) -> int:
@@ -198,8 +199,7 @@ def cmd_info(a) -> int:
 def cmd_validate(a) -> int:
     from .revalidate import validate
 
-    report = validate(a.output_dir, a.model, atol=a.atol, rtol=a.rtol, allow_pickle=a.allow_pickle,
-                      trust_remote_code=a.trust_remote_code)
+    report = validate(a.output_dir, a.model, **{k: v for k, v in option_values(a, "validate").items() if v is not None})
     print(report.summary())
     return 0
 
@@ -224,37 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export MODEL to a validated TorchScript artifact in OUTPUT_DIR")
     e.add_argument("model", metavar="MODEL", help="directory with config.json + weights, or a cached/bundled model id")
     e.add_argument("output_dir", metavar="OUTPUT_DIR")
-    e.add_argument("--task", choices=TASK_NAMES, help="default: inferred from the checkpoint (feature-extraction)")
-    e.add_argument("--batch-size", type=int, default=DEFAULT_SHAPES["batch_size"], help="batch of the dummy input traced")
-    e.add_argument("--sequence-length", type=int, default=None,
-                   help=f"length traced (default {DEFAULT_SHAPES['sequence_length']}; static: the max length)")
-    e.add_argument("--shapes", choices=SHAPE_STRATEGIES, default="auto",
-                   help="auto: dynamic if the validation grid proves it, else buckets")
-    e.add_argument("--buckets", type=_int_list, default=None, help="bucket lengths, e.g. 32,64,128,384")
-    e.add_argument("--static-batch", action="store_true", help="with --shapes static: fix the batch to --batch-size")
-    e.add_argument("--max-length", type=int, default=None, help="longest input accepted (default: the model's)")
-    e.add_argument("--atol", type=float, default=DEFAULT_ATOL,
-                   help=f"fp32 check: |exported - eager| <= atol + rtol*|eager| (default {DEFAULT_ATOL:g})")
-    e.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"(default {DEFAULT_RTOL:g})")
-    e.add_argument("--untie-weights", action="store_true", help="store LM head and input embeddings separately")
-    e.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin (pickle) weights")
-    e.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
-    e.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it is not empty")
-    e.add_argument("--backend", choices=BACKENDS, default="torchscript",
-                   help="torchscript (CPU/GPU), neuronx (AWS Inf2/Trn1/Trn2, torch-neuronx), neuron (AWS Inf1, torch-neuron)")
-    e.add_argument("--compiler-args", type=_shell_words, default=(), metavar="'ARGS'",
-                   help="Neuron: arguments for neuronx-cc/neuron-cc, one quoted string, e.g. '--optlevel 1'")
-    e.add_argument("--auto-cast", default=None, metavar="MODE[:TYPE]",
-                   help="Neuron: cast fp32 ops (none, matmult, all; type bf16, fp16 ...), e.g. matmult:bf16")
-    e.add_argument("--dynamic-batch", action="store_true",
-                   help="Neuron: the compiled module accepts any batch size (split/padded to the traced batch)")
-    e.add_argument("--compiler-workdir", default=None, metavar="DIR",
-                   help="Neuron: keep the compiler's work files in DIR, one folder per compiled shape")
-    e.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="compute dtype; bfloat16/float16 keep float32 inputs and outputs and validate by cosine")
-    e.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
-                   help="dynamic-int8: int8 nn.Linear weights (torch dynamic quantization), validated by cosine")
-    e.add_argument("--optimize", action="store_true", help="torch.jit.freeze the module (weights as constants)")
+    add_option_flags(e, "export")
+    e.add_argument("--force", action="store_true", help="replace an earlier artifact in OUTPUT_DIR")
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="time eager transformers vs exported variants (table, JSON, PNG)")
@@ -265,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Variant names and the default grid live in bench.py; not imported here to keep `--help` free of torch.
     b.add_argument("--variants", default=None, help="comma-separated subset of eager,eager-bf16,ts-dynamic,"
                    "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,onnxruntime,torch-compile (default: all)")
-    b.add_argument("--grid", type=_shape_list, default=None, metavar="BxL,...",
+    b.add_argument("--grid", type=_flag_type(_shape_list), default=None, metavar="BxL,...",
                    help="fixed shapes (default 1x16,1x128,8x128,1x512)")
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--warmup", type=int, default=2)
@@ -294,10 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="re-run the validation grid against the eager model")
     v.add_argument("output_dir", metavar="OUTPUT_DIR")
     v.add_argument("--model", required=True, metavar="MODEL", help="the model the artifact was exported from")
-    v.add_argument("--atol", type=float, default=None)
-    v.add_argument("--rtol", type=float, default=None)
-    v.add_argument("--allow-pickle", action="store_true")
-    v.add_argument("--trust-remote-code", action="store_true")
+    add_option_flags(v, "validate", defaults=False)
     v.set_defaults(func=cmd_validate)
 
     c = sub.add_parser("cpp-build", help="build the C++ runner hts_run against the installed torch's libtorch")

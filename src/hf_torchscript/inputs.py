@@ -137,7 +137,6 @@ def _random_ids(shape, vocab_size: int, avoid_ids: Sequence[int], gen: torch.Gen
     return pool[torch.randint(0, len(pool), shape, generator=gen)]
 
 
-
 @dataclass(frozen=True)
 class OutputSpec:
     name: str
@@ -151,20 +150,3 @@ class OutputSpec:
 
     def to_json(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
-def infer_axes(shape_a: Sequence[int], dims_a: dict, shape_b: Sequence[int], dims_b: dict) -> tuple:
-    """Name each axis of an output seen at two input shapes whose symbolic dims all differ.
-
-    An axis that follows a symbolic input dim takes its name; one that stays put is fixed.
-    """
-    axes = []
-    for i, (a, b) in enumerate(zip(shape_a, shape_b)):
-        names = [k for k in dims_a if dims_a[k] == a and dims_b[k] == b]
-        if names:
-            axes.append(names[0])
-        elif a == b:
-            axes.append(int(a))
-        else:
-            axes.append(f"dim_{i}")
-    return tuple(axes)

@@ -1,15 +1,26 @@
-"""Export options as one frozen dataclass; the defaults are defined here once and reused by the CLI."""
+"""Export options: one frozen dataclass, the single source of the API keywords and the CLI flags.
+
+Each field's metadata says how it is shown to people: ``help`` (the flag's help text), ``choices``,
+``commands`` (which CLI commands take it: "export", "validate") and ``parse`` (how a flag's text becomes
+the value, for tuples). ``cli.py`` builds the export and validate flags from these fields, so a new
+option is one field here; ``tests/test_options.py`` fails if a field has no flag or a flag no field.
+Values are checked once, on construction; errors name the CLI flag and the keyword.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import shlex
+import typing
+from dataclasses import dataclass, field
 
 from .errors import OptionError, ShapeError
 
 # Dummy shapes for tracing. Batch 2 and length 16, not 1 and 1: a batch-1 trace can bake the
 # batch into the graph (GPT-2 without a mask fails at batch 2) and a length-1 trace bakes the
-# length (Llama). Row 2 of the dummy batch is always padded so the padded-mask branch is traced.
-DEFAULT_SHAPES = {"batch_size": 2, "sequence_length": 16, "num_choices": 2, "decoder_sequence_length": 8}
+# length (Llama). Every symbolic axis gets a different size, so no output axis can be mistaken
+# for another when the declared output axes are checked against a real run.
+DEFAULT_SHAPES = {"batch_size": 2, "sequence_length": 16, "num_choices": 3, "decoder_sequence_length": 9}
 
 # fp32 tolerances. Tracing replays the same kernels, so anything above ~1e-5 is a real difference;
 # 1e-4 leaves room for padding changing the summation order of attention softmax.
@@ -32,43 +43,89 @@ TASK_NAMES = (
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("dynamic-int8",)
 BACKENDS = ("torchscript", "neuronx", "neuron")
+NEURON_BACKENDS = ("neuronx", "neuron")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``"32,64,128"`` -> (32, 64, 128), for --buckets."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
+
+
+def shell_words(text: str) -> tuple[str, ...]:
+    """``"--optlevel 1"`` -> ("--optlevel", "1"), for --compiler-args."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise ValueError(f"cannot split {text!r} like a shell would: {e}") from None
+
+
+def _opt(default, help: str, *, commands=("export",), choices=None, parse=None, metavar=None):
+    meta = {"help": help, "commands": tuple(commands)}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if parse is not None:
+        meta["parse"] = parse
+    if metavar is not None:
+        meta["metavar"] = metavar
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything `export` can be told, checked once on construction."""
 
-    task: str | None = None  # None: inferred from config.architectures / a sentence-transformers folder
-    batch_size: int = DEFAULT_SHAPES["batch_size"]
-    sequence_length: int | None = None  # None: DEFAULT_SHAPES for tracing, the max length for `static`
-    shapes: str = "auto"
-    buckets: tuple[int, ...] | None = None  # None: powers of two from 16 to the max length
-    static_batch: bool = False
-    max_length: int | None = None  # None: the model's max positions (and the tokenizer's limit)
-    atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
-    untie_weights: bool = False
-    dtype: str = "float32"
-    quantize: str | None = None
-    optimize: bool = False
-    backend: str = "torchscript"
-    compiler_args: tuple[str, ...] = ()  # passed to neuronx-cc / neuron-cc as given
-    auto_cast: str | None = None  # Neuron: MODE[:TYPE], e.g. "matmult:bf16"; None: no casting (fp32)
-    dynamic_batch: bool = False  # Neuron: the compiled module takes any batch (split/padded on dim 0)
-    compiler_workdir: str | None = None  # Neuron: keep compiler work files here, one folder per shape
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    seed: int = 0
+    task: str | None = _opt(None, "task to export (default: inferred from the checkpoint's architectures, "
+                            "or sentence-embedding for a sentence-transformers folder)", choices=TASK_NAMES)
+    batch_size: int = _opt(DEFAULT_SHAPES["batch_size"], "batch of the dummy input traced (>= 2 keeps the batch "
+                           "axis symbolic; with --static-batch, the fixed batch)")
+    sequence_length: int | None = _opt(None, f"length traced (default {DEFAULT_SHAPES['sequence_length']}; "
+                                       "with --shapes static, the fixed length, default the max length)")
+    shapes: str = _opt("auto", "auto: dynamic if the validation grid proves it, else buckets; dynamic: one trace "
+                       "for every length; buckets: one trace per length bucket; static: one fixed length",
+                       choices=SHAPE_STRATEGIES)
+    buckets: tuple[int, ...] | None = _opt(None, "bucket lengths for --shapes buckets, e.g. 32,64,128,384 "
+                                           "(default: powers of two from 16 to the max length)",
+                                           parse=int_list, metavar="L,L,...")
+    static_batch: bool = _opt(False, "with --shapes static: fix the batch to --batch-size too")
+    max_length: int | None = _opt(None, "longest input accepted (default: the model's positions, the "
+                                  "tokenizer's limit and sentence-transformers' max_seq_length, whichever is least)")
+    atol: float = _opt(DEFAULT_ATOL, f"fp32 check: |exported - eager| <= atol + rtol*|eager| "
+                       f"(default {DEFAULT_ATOL:g}; validate: the value recorded at export)",
+                       commands=("export", "validate"))
+    rtol: float = _opt(DEFAULT_RTOL, f"see --atol (default {DEFAULT_RTOL:g})", commands=("export", "validate"))
+    untie_weights: bool = _opt(False, "store the LM head and the input embeddings as two tensors")
+    dtype: str = _opt("float32", "compute dtype; bfloat16/float16 keep float32 inputs and outputs and are "
+                      "validated by cosine against float32 eager", choices=DTYPES)
+    quantize: str | None = _opt(None, "dynamic-int8: int8 nn.Linear weights, validated by cosine against "
+                                "float32 eager", choices=QUANTIZATIONS)
+    optimize: bool = _opt(False, "torch.jit.freeze the module (weights become constants)")
+    backend: str = _opt("torchscript", "torchscript (CPU/GPU), neuronx (AWS Inf2/Trn1/Trn2, torch-neuronx), "
+                        "neuron (AWS Inf1, torch-neuron)", choices=BACKENDS)
+    compiler_args: tuple[str, ...] = _opt((), "Neuron: arguments for neuronx-cc/neuron-cc, one quoted string, "
+                                          "e.g. '--optlevel 1'", parse=shell_words, metavar="'ARGS'")
+    auto_cast: str | None = _opt(None, "Neuron: cast fp32 ops (none, matmult, all; type bf16, fp16 ...), "
+                                 "e.g. matmult:bf16", metavar="MODE[:TYPE]")
+    dynamic_batch: bool = _opt(False, "Neuron: the compiled module accepts any batch (split/padded to the "
+                               "traced batch)")
+    compiler_workdir: str | None = _opt(None, "Neuron: keep the compiler's work files in DIR, one folder per "
+                                        "compiled shape", metavar="DIR")
+    allow_pickle: bool = _opt(False, "accept pytorch_model.bin (pickle) weights, which can run code when loaded",
+                              commands=("export", "validate"))
+    trust_remote_code: bool = _opt(False, "run the model repository's own code (auto_map in config.json)",
+                                   commands=("export", "validate"))
+    seed: int = _opt(0, "seed of the dummy and validation inputs")
 
     def __post_init__(self):
+        _check_types(self)
         if self.batch_size < 1:
             raise ShapeError(f"batch size must be >= 1, got {self.batch_size}; pass e.g. --batch-size 2")
         if self.sequence_length is not None and self.sequence_length < 1:
             raise ShapeError(
                 f"sequence length must be >= 1, got {self.sequence_length}; pass e.g. --sequence-length 16"
             )
-        if self.shapes not in SHAPE_STRATEGIES:
-            raise ShapeError(f"unknown shape strategy {self.shapes!r}; choose one of {', '.join(SHAPE_STRATEGIES)}")
         if self.buckets is not None:
             b = tuple(self.buckets)
             if not b:
@@ -85,18 +142,14 @@ class ExportOptions:
         if self.static_batch and self.shapes != "static":
             raise ShapeError("--static-batch needs --shapes static: only a static trace fixes the batch size")
         if self.max_length is not None and self.max_length < 1:
-            raise ShapeError(f"max length must be >= 1, got {self.max_length}")
-        if not (self.atol >= 0 and self.rtol >= 0):
-            raise OptionError(f"tolerances must be >= 0, got atol={self.atol} rtol={self.rtol}")
-        if self.dtype not in DTYPES:
-            raise OptionError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
-            raise OptionError(f"unknown quantization {self.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+            raise ShapeError(f"max length must be >= 1, got {self.max_length}; pass e.g. --max-length 128")
+        for name in ("atol", "rtol"):
+            v = getattr(self, name)
+            if not (v >= 0 and v != float("inf")):  # also refuses NaN
+                raise OptionError(f"--{name} must be a finite number >= 0, got {v}; the default is {DEFAULT_ATOL:g}")
         if self.quantize and self.dtype != "float32":
             raise OptionError("--quantize dynamic-int8 works on a float32 model; drop --dtype or --quantize")
-        if self.backend not in BACKENDS:
-            raise OptionError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.backend == "torchscript":
+        if self.backend not in NEURON_BACKENDS:
             neuron_only = [flag for flag, on in (("--compiler-args", bool(self.compiler_args)),
                                                   ("--auto-cast", self.auto_cast is not None),
                                                   ("--dynamic-batch", self.dynamic_batch),
@@ -104,11 +157,81 @@ class ExportOptions:
             if neuron_only:
                 raise OptionError(f"{', '.join(neuron_only)} only apply to --backend neuronx or neuron")
         else:
-            if isinstance(self.compiler_args, str):
-                raise OptionError("compiler_args must be a list of strings, e.g. ['--optlevel', '1'] "
-                                  "(the CLI splits --compiler-args '...' for you)")
             if self.shapes == "dynamic":
                 raise ShapeError(f"backend {self.backend} compiles static shapes; use --shapes buckets or static")
+            if self.optimize or self.quantize:
+                flag = "--optimize" if self.optimize else "--quantize"
+                raise OptionError(
+                    f"{flag} applies to the torchscript backend only; the {self.backend} compiler optimizes its own "
+                    f"graph (use --auto-cast / --compiler-args there): drop {flag} or use --backend torchscript"
+                )
             from .backends._neuron import compiler_args_for
 
             compiler_args_for(self)  # bad --auto-cast values or conflicts fail now, not after loading
+        if self.shapes == "static" and self.sequence_length is None and self.buckets:
+            raise ShapeError("--buckets does not apply to --shapes static; use --sequence-length for its length")
+
+    @classmethod
+    def fields(cls, command: str | None = None) -> list[dataclasses.Field]:
+        """The option fields, optionally only those a CLI command takes."""
+        return [f for f in dataclasses.fields(cls) if command is None or command in f.metadata["commands"]]
+
+
+def flag(name: str) -> str:
+    """The CLI flag of an option field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _check_types(opts: ExportOptions) -> None:
+    """Name the option and the type it takes; without this a str "2" fails far away as a TypeError."""
+    hints = typing.get_type_hints(ExportOptions)
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        want = hints[f.name]
+        args = typing.get_args(want)
+        optional = type(None) in args
+        if value is None:
+            if optional:
+                continue
+            raise OptionError(f"option {f.name} ({flag(f.name)}) must not be None; its default is {f.default!r}")
+        base = next((a for a in args if a is not type(None)), want) if args and optional else want
+        origin = typing.get_origin(base) or base
+        if origin is tuple:
+            item = typing.get_args(base)[0]
+            if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+                raise OptionError(
+                    f"option {f.name} ({flag(f.name)}) takes a list of {item.__name__}, got {type(value).__name__} "
+                    f"{value!r}" + (" (the CLI splits the text for you)" if f.metadata.get("parse") else "")
+                )
+            bad = [x for x in value if not _is(x, item)]
+            if bad:
+                raise OptionError(
+                    f"option {f.name} ({flag(f.name)}) takes a list of {item.__name__}, got {bad[0]!r} in {list(value)}"
+                )
+            object.__setattr__(opts, f.name, tuple(value))
+            continue
+        if not _is(value, origin):
+            raise OptionError(
+                f"option {f.name} ({flag(f.name)}) takes {'an' if origin is int else 'a'} {origin.__name__}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        if origin is float:
+            object.__setattr__(opts, f.name, float(value))
+        choices = f.metadata.get("choices")
+        # An unknown task gets tasks.get_task's message (it lists what each task is for).
+        if choices and value not in choices and f.name != "task":
+            noun = _NOUNS.get(f.name, f.name.replace("_", " "))
+            raise OptionError(f"unknown {noun} {value!r}; choose one of {', '.join(choices)}")
+
+
+_NOUNS = {"shapes": "shape strategy", "quantize": "quantization"}
+
+
+def _is(value, kind) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)

@@ -1,4 +1,5 @@
-"""Prove an exported module computes the eager model's function: a grid of shapes and paddings.
+"""Step 5 of the flow: prove an exported module computes the eager model's function, on a grid of
+shapes and paddings (``run_grid``, ``build_grid``, ``check``) with a ``ValidationReport``.
 
 (Named parity, not validate: a submodule named validate would replace the public
 hf_torchscript.validate function as soon as it is imported.)
@@ -402,3 +403,37 @@ def _compare_cosine(o: OutputSpec, got: torch.Tensor, ref: torch.Tensor, valid, 
 def _last_line(e: Exception) -> str:
     lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"
+
+
+def run_grid(p, module, shapes_info: dict, *, atol: float | None = None, rtol: float | None = None) -> ValidationReport:
+    """Check ``module`` against ``p.reference`` (a ``prepare.Prepared``) on the grid ``shapes_info`` implies."""
+    traced = shapes_info["traced"][0]
+    lengths = shapes_info["buckets"] or [shapes_info["max_length"]]
+    grid = build_grid(
+        shapes_info["strategy"],
+        traced_batch=traced["batch_size"],
+        traced_length=traced["sequence_length"],
+        max_length=shapes_info["max_length"],
+        lengths=lengths,
+        static_batch=shapes_info["batch_size"] or 0,
+        has_sequence=p.has_sequence,
+        decoder=p.arch.decoder,
+        choices=p.task.choices,
+        decoder_inputs=p.has_decoder_inputs,
+    )
+    atol = p.options.atol if atol is None else atol
+    rtol = p.options.rtol if rtol is None else rtol
+    return check(
+        module, p.reference, p.specs, p.outputs, grid,
+        atol=atol, rtol=rtol, tolerance=tolerance_for(p.options.dtype, p.options.quantize, atol=atol, rtol=rtol),
+        vocab_size=p.vocab_size, type_vocab_size=p.type_vocab_size,
+        avoid_ids=(p.pad_token_id,), seed=p.options.seed + 100,
+    )
+
+
+def not_run(backend, atol: float, rtol: float) -> ValidationReport:
+    """The report of a module that cannot execute here: never a pass."""
+    # Compiling needs no device, running does: say so instead of claiming a pass.
+    return ValidationReport(passed=False, ran=False, atol=atol, rtol=rtol, mode="not-run",
+                            note=f"the {backend.name} module needs a Neuron device to execute and this "
+                            "machine has none; run `hf-torchscript validate OUTPUT_DIR --model MODEL` on the instance")

@@ -28,7 +28,8 @@ def validate(directory, model, *, atol: float | None = None, rtol: float | None 
         ValidationError: some output is out of tolerance (``.report`` has the details).
         ArtifactError: the artifact does not match the model's signature.
     """
-    from .exporter import prepare, run_grid
+    from .parity import run_grid
+    from .prepare import prepare
 
     module, manifest = load_module(directory)
     recorded = manifest.get("validation", {})

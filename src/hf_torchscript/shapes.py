@@ -1,4 +1,5 @@
-"""Shape strategies and the scripted dispatcher that every artifact's top-level module is.
+"""Step 4 of the flow: shape strategies, their planning and fallback, and the scripted dispatcher
+that every artifact's top-level module is.
 
   dynamic  one trace, proven by the validation grid to work at every (batch, length) it accepts
   buckets  one trace per sequence-length bucket; inputs are padded to the smallest bucket that
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import warnings
 from typing import Sequence
 
 import torch
 
-from .errors import ShapeError
+from .errors import ShapeError, TraceError
 from .inputs import InputSpec
+from .options import DEFAULT_SHAPES
 
 MIN_BUCKET = 16
 
@@ -229,3 +232,118 @@ def build_dispatcher(
     exec(compile(src, filename, "exec"), namespace)
     module = namespace["ShapeDispatcher"](list(traces), [int(x) for x in lengths], bool(pad), int(batch))
     return torch.jit.script(module)
+
+
+# -- planning ---------------------------------------------------------------------------------------
+
+
+def candidates(p, backend) -> list[str]:
+    """The strategies to try, in order; the exporter falls back to the next when validation fails."""
+    requested = p.options.shapes
+    if not p.has_sequence:
+        if requested == "buckets":
+            raise ShapeError(f"{p.arch.model_type} inputs have no sequence axis; buckets do not apply: use --shapes dynamic")
+        return ["static"] if requested == "static" or backend.static_shapes else ["dynamic"]
+    if requested == "dynamic" and backend.static_shapes:
+        raise ShapeError(f"backend {backend.name} compiles static shapes; use --shapes buckets or static")
+    if requested != "auto":
+        return [requested]
+    if backend.static_shapes:
+        return ["buckets"]
+    # Reduced precision fails by precision, not by shape: trying buckets after a failed dynamic bf16/int8
+    # export would triple the time and end in the same failure, so auto means dynamic there.
+    if p.options.dtype != "float32" or p.options.quantize:
+        return ["dynamic"]
+    return ["dynamic", "buckets"]
+
+
+def plan(p, strategy: str):
+    """(lengths the dispatcher knows, the (batch, length) of each trace, whether to pad)."""
+    opts, B0 = p.options, p.options.batch_size
+    if not p.has_sequence:
+        return [p.max_length], [(B0, 0)], False
+    if strategy == "dynamic":
+        L0 = min(opts.sequence_length or DEFAULT_SHAPES["sequence_length"], p.max_length)
+        return [p.max_length], [(B0, L0)], False
+    if strategy == "buckets":
+        buckets = check_buckets(opts.buckets, p.max_length) if opts.buckets else default_buckets(p.max_length)
+        return list(buckets), [(B0, b) for b in buckets], True
+    L = opts.sequence_length or p.max_length
+    if L > p.max_length:
+        raise ShapeError(f"static length {L} is above the model's max length {p.max_length}; pass --sequence-length <= {p.max_length}")
+    return [L], [(B0, L)], True
+
+
+def build(p, backend, strategy: str, tracer_warnings: list[str]):
+    """Trace every shape ``strategy`` needs and wrap the traces in one dispatcher; returns (module, shapes info)."""
+    opts = p.options
+    lengths, traced_at, pad = plan(p, strategy)
+    traces = [_trace_one(p, backend, B, L, tracer_warnings) for B, L in traced_at]
+    batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
+    module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
+    if opts.optimize:
+        module = optimize_module(module)
+    info = {
+        "strategy": strategy,
+        "requested": opts.shapes,
+        "min_length": 1,
+        "max_length": lengths[-1],
+        "buckets": list(lengths) if strategy == "buckets" else None,
+        "batch_size": batch or None,
+        "traced": [{"batch_size": B, "sequence_length": L} for B, L in traced_at],
+    }
+    return module, info
+
+
+def reason(strategy: str, requested: str, report, attempts: Sequence[str], backend) -> str:
+    """Why the artifact has the strategy it has, for the manifest."""
+    if not report.ran:
+        why = "requested" if requested != "auto" else f"backend {backend.name} compiles static shapes"
+        return f"{strategy}: {why} (not validated: no device here)"
+    if requested == "auto":
+        return (f"{strategy}: the validation grid passed ({len(report.cases)} cases)"
+                + (f" after {'; '.join(attempts)}" if attempts else ""))
+    return f"{strategy}: requested"
+
+
+def failure_hint(p, strategy: str, backend) -> str:
+    """What to try after the last candidate failed validation."""
+    if p.options.dtype != "float32" or p.options.quantize:
+        what = p.options.quantize or p.options.dtype
+        return (f" This is a precision failure of {what}, not a shape problem: export float32 (drop "
+                f"{'--quantize' if p.options.quantize else '--dtype'}), or see bench/RESULTS.md for what each "
+                "precision costs on real weights.")
+    hint = " Next: try --shapes buckets (one trace per length bucket)." if strategy == "dynamic" else ""
+    if backend.static_shapes:
+        hint += (f" {backend.name} may compute in bf16/fp16 (Inf1 matmuls always; --auto-cast on Inf2/Trn1):"
+                 " if that is expected, loosen --atol/--rtol, e.g. 1e-2.")
+    return hint
+
+
+def optimize_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """torch.jit.freeze the whole dispatcher: weights become constants, the traces are inlined.
+
+    Not also torch.jit.optimize_for_inference: on torch 2.13 (BERT-base, 2 CPU threads) its result
+    saves, reloads and stays exact, but measured against freeze alone it only wins at tiny shapes
+    (1x16: 0.73x vs 0.80x of eager) and loses at 8x128 (1.00x vs 0.91x); bench/RESULTS.md has both.
+    """
+    return torch.jit.freeze(module.eval())
+
+
+def _trace_one(p, backend, batch: int, length: int, sink: list[str]):
+    example = p.example(batch, length, p.options.seed)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        try:
+            traced = backend.trace(p.wrapper, tuple(example.values()), p.options)
+        except Exception as e:
+            raise TraceError(
+                f"{backend.name} could not trace {p.arch.model_type} ({p.task.name}) at batch {batch}, length {length}: "
+                f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            ) from e
+    for w in caught:
+        if issubclass(w.category, torch.jit.TracerWarning):
+            line = f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}"
+            if line not in sink:
+                sink.append(line)
+    return traced

@@ -1,12 +1,16 @@
-"""Find and load the model: the only module that calls transformers' from_pretrained / Auto classes.
+"""Step 1 of the flow: find and load the model. The only module that calls transformers'
+from_pretrained / Auto classes.
 
 MODEL is a local directory (config.json + weights + tokenizer files), a hub id already in the
-local cache (never downloaded: everything here is offline), an id of a model bundled by an
-installed package, or an in-memory ``PreTrainedModel``.
+local cache, an id of a model bundled by an installed package, or an in-memory ``PreTrainedModel``.
+Nothing is downloaded: every hub call passes ``local_files_only=True``, so a missing file fails
+fast. No process-wide setting is changed (no HF_HUB_OFFLINE, no logging level left behind):
+transformers' verbosity is lowered only while we load (``quiet_transformers``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,10 +19,6 @@ from pathlib import Path
 from .architectures import check_task, get_architecture
 from .errors import SourceError, UnsupportedModelError
 from .tasks import get_task, infer_task
-
-# No network, ever: a missing file must fail fast instead of reaching for a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 # Hub ids of models that an installed package ships (module name, attribute holding the folder).
 BUNDLED = {
@@ -189,23 +189,20 @@ def load_source(
     import torch
     import transformers
 
-    _quiet(transformers)
     auto = getattr(transformers, arch.task_classes.get(task, get_task(task).auto_class))
     kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True)
     kwargs["use_safetensors"] = weights == "safetensors"
     # transformers 5 loads checkpoints in their saved dtype by default; export validates fp32 first.
     kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = torch.float32
-    try:
-        loaded, info = auto.from_pretrained(str(path), **kwargs)
-    except ValueError as e:
-        raise SourceError(f"transformers could not load {str(path)!r} as {task}: {str(e).splitlines()[0]}") from None
-    except OSError as e:
-        raise SourceError(f"could not read {str(path)!r}: {str(e).splitlines()[0]}") from None
-    loaded.eval()
-
-    tok = tokenizer
-    if tok is None:
-        tok = _load_tokenizer(path)
+    with quiet_transformers():
+        try:
+            loaded, info = auto.from_pretrained(str(path), **kwargs)
+        except ValueError as e:
+            raise SourceError(f"transformers could not load {str(path)!r} as {task}: {str(e).splitlines()[0]}") from None
+        except OSError as e:
+            raise SourceError(f"could not read {str(path)!r}: {str(e).splitlines()[0]}") from None
+        loaded.eval()
+        tok = tokenizer if tokenizer is not None else _load_tokenizer(path)
     return Source(
         model=loaded,
         config=loaded.config,
@@ -219,13 +216,27 @@ def load_source(
     )
 
 
-def _quiet(transformers) -> None:
-    # Loading progress bars and advisory messages drown the one line the CLI prints; errors still show.
-    transformers.logging.set_verbosity_error()
+@contextlib.contextmanager
+def quiet_transformers():
+    """Lower transformers' verbosity and hide its progress bars while we load, then restore both.
+
+    Loading progress bars and advisory messages drown the one line the CLI prints; errors still show.
+    A later from_pretrained in the same process behaves as if we had never run.
+    """
+    import transformers
+
+    log = transformers.logging
+    level = log.get_verbosity()
+    bars = log.is_progress_bar_enabled() if hasattr(log, "is_progress_bar_enabled") else None
+    log.set_verbosity_error()
+    if bars is not None:
+        log.disable_progress_bar()
     try:
-        transformers.logging.disable_progress_bar()
-    except AttributeError:  # older transformers
-        pass
+        yield
+    finally:
+        log.set_verbosity(level)
+        if bars:
+            log.enable_progress_bar()
 
 
 def _load_tokenizer(path: Path):

@@ -7,41 +7,51 @@ name; only source.py resolves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from .errors import UnsupportedModelError
 from .options import TASK_NAMES
+
+
+# Output axes: symbolic names follow the inputs (batch_size, sequence_length, num_choices,
+# decoder_sequence_length); "*" is a size the model fixes (hidden size, vocabulary, labels), read from
+# one eager run. A declared symbolic axis whose input dim does not exist (a ViT has no sequence_length:
+# its last_hidden_state holds patches) is fixed too. Declared here, as optimum's
+# _TASK_TO_COMMON_OUTPUTS does, so an export never has to guess which axis is which; running the model
+# only checks the declaration (prepare.declare_outputs).
+PER_TOKEN = ("batch_size", "sequence_length", "*")
+PER_ROW = ("batch_size", "*")
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     auto_class: str  # transformers Auto class name, resolved by source.py
-    # ModelOutput keys exported, in this order; None exports every tensor the model returns
-    # (minus caches, hidden states and attentions).
-    outputs: tuple[str, ...] | None = None
+    # ModelOutput key -> axes, in export order. With ``optional_outputs`` the model exports those of
+    # them it returns (BERT's feature extraction has pooler_output, DistilBERT's has not).
+    outputs: Mapping[str, tuple]
+    optional_outputs: bool = False
     labels: bool = False  # id2label goes into the manifest
     choices: bool = False  # text inputs gain a num_choices axis: (batch_size, num_choices, sequence_length)
-    summary: str = ""
 
 
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("feature-extraction", "AutoModel", None, summary="hidden states of the base model"),
-        Task(
-            "sentence-embedding",
-            "AutoModel",
-            ("sentence_embedding",),
-            summary="pooled (and normalised) sentence vector, pooling inside the graph",
-        ),
-        Task("fill-mask", "AutoModelForMaskedLM", ("logits",), summary="top-k tokens for each mask"),
-        Task("text-classification", "AutoModelForSequenceClassification", ("logits",), labels=True),
-        Task("token-classification", "AutoModelForTokenClassification", ("logits",), labels=True),
-        Task("question-answering", "AutoModelForQuestionAnswering", ("start_logits", "end_logits")),
-        Task("multiple-choice", "AutoModelForMultipleChoice", ("logits",), choices=True),
-        Task("causal-lm", "AutoModelForCausalLM", ("logits",), summary="next-token logits, no cache"),
-        Task("seq2seq-lm", "AutoModelForSeq2SeqLM", ("logits",), summary="decoder logits for given decoder inputs"),
-        Task("image-classification", "AutoModelForImageClassification", ("logits",), labels=True),
+        Task("feature-extraction", "AutoModel", {"last_hidden_state": PER_TOKEN, "pooler_output": PER_ROW},
+             optional_outputs=True),
+        # Pooling (and normalisation) from the sentence-transformers folder run inside the graph.
+        Task("sentence-embedding", "AutoModel", {"sentence_embedding": PER_ROW}),
+        Task("fill-mask", "AutoModelForMaskedLM", {"logits": PER_TOKEN}),
+        Task("text-classification", "AutoModelForSequenceClassification", {"logits": PER_ROW}, labels=True),
+        Task("token-classification", "AutoModelForTokenClassification", {"logits": PER_TOKEN}, labels=True),
+        Task("question-answering", "AutoModelForQuestionAnswering",
+             {"start_logits": ("batch_size", "sequence_length"), "end_logits": ("batch_size", "sequence_length")}),
+        Task("multiple-choice", "AutoModelForMultipleChoice", {"logits": ("batch_size", "num_choices")},
+             choices=True),
+        Task("causal-lm", "AutoModelForCausalLM", {"logits": PER_TOKEN}),  # next-token logits, no cache
+        Task("seq2seq-lm", "AutoModelForSeq2SeqLM", {"logits": ("batch_size", "decoder_sequence_length", "*")}),
+        Task("image-classification", "AutoModelForImageClassification", {"logits": PER_ROW}, labels=True),
     )
 }
 
@@ -59,7 +69,8 @@ _SUFFIX_TO_TASK = (
 )
 
 
-assert tuple(TASKS) == TASK_NAMES, "options.TASK_NAMES must list the registry's tasks in order"
+if tuple(TASKS) != TASK_NAMES:  # not assert: it must hold under python -O too
+    raise RuntimeError("options.TASK_NAMES must list the registry's tasks in order")
 
 
 def get_task(name: str) -> Task:

@@ -1,0 +1,77 @@
+"""One source of truth for options: ExportOptions' fields are the API keywords and the CLI flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+
+import pytest
+
+import hf_torchscript as hts
+from hf_torchscript.cli import build_parser
+from hf_torchscript.options import ExportOptions, flag
+
+
+def _flags(command: str) -> set[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    return {s for a in parser._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+
+
+# Flags of the command that are not export options (where the artifact goes, whether to replace it).
+NOT_OPTIONS = {"export": {"--force"}, "validate": {"--model"}}
+
+
+@pytest.mark.parametrize("command", ["export", "validate"])
+def test_every_option_field_has_a_flag_and_every_flag_a_field(command):
+    fields = {flag(f.name) for f in ExportOptions.fields(command)}
+    flags = _flags(command) - NOT_OPTIONS[command]
+    assert fields - flags == set(), f"ExportOptions fields without a {command} flag"
+    assert flags - fields == set(), f"{command} flags without an ExportOptions field"
+
+
+def test_cli_defaults_and_choices_come_from_the_fields():
+    a = build_parser().parse_args(["export", "m", "o"])
+    for f in ExportOptions.fields("export"):
+        assert getattr(a, f.name) == f.default, f.name
+    a = build_parser().parse_args(["export", "m", "o", "--buckets", "16,32", "--compiler-args", "--optlevel 1"])
+    assert a.buckets == (16, 32) and a.compiler_args == ("--optlevel", "1")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "m", "o", "--shapes", "elastic"])
+
+
+def test_validate_flags_default_to_the_recorded_values():
+    a = build_parser().parse_args(["validate", "out", "--model", "m"])
+    assert a.atol is None and a.rtol is None and a.allow_pickle is None
+
+
+def test_public_export_signature_lists_every_option_keyword_only():
+    params = inspect.signature(hts.export).parameters
+    for f in dataclasses.fields(ExportOptions):
+        assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY and params[f.name].default == f.default
+    assert "batch_size:" in hts.export.__doc__ and "Raises:" in hts.export.__doc__
+    assert list(inspect.signature(hts.load).parameters) == ["directory", "verify", "truncation"]
+    assert "atol" in inspect.signature(hts.validate).parameters
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batch_size": "2"}, "option batch_size (--batch-size) takes an int, got str '2'"),
+    ({"buckets": [16, "a"]}, "option buckets (--buckets) takes a list of int, got 'a' in [16, 'a']"),
+    ({"buckets": "16,32"}, "option buckets (--buckets) takes a list of int, got str '16,32' (the CLI splits"),
+    ({"atol": "1e-3"}, "option atol (--atol) takes a float, got str"),
+    ({"optimize": 1}, "option optimize (--optimize) takes a bool, got int 1"),
+    ({"atol": float("inf")}, "--atol must be a finite number >= 0, got inf"),
+    ({"rtol": float("nan")}, "--rtol must be a finite number >= 0, got nan"),
+    ({"atol": -1.0}, "--atol must be a finite number >= 0, got -1.0"),
+    ({"shapes": None}, "option shapes (--shapes) must not be None"),
+])
+def test_wrong_types_name_the_option_and_the_type(kwargs, message):
+    with pytest.raises(hts.OptionError) as e:
+        ExportOptions(**kwargs)
+    assert message in str(e.value)
+
+
+def test_lists_become_tuples_and_ints_floats():
+    o = ExportOptions(buckets=[16, 32], atol=0)
+    assert o.buckets == (16, 32) and isinstance(o.atol, float)
