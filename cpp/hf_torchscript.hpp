@@ -89,8 +89,10 @@ inline std::string axes_text(const std::vector<nlohmann::json>& shape) {
 
 // TorchScript errors carry a serialized traceback; the exported module's own checks raise
 // "hf-torchscript: <message>", which is the part a user needs. Anything else: its last line.
+// The marker includes the exception type so that the same words quoted in the traceback's source
+// listing (printed for any error inside the dispatcher) are not taken for the message.
 inline std::string script_error_message(const std::string& what) {
-  const std::string marker = "hf-torchscript: ";
+  const std::string marker = "Error: hf-torchscript: ";
   auto pos = what.rfind(marker);
   if (pos != std::string::npos) {
     auto rest = what.substr(pos + marker.size());

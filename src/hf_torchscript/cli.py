@@ -102,7 +102,12 @@ def cmd_bench(a) -> int:
 def cmd_run(a) -> int:
     from .runtime import TruncationWarning, load
 
-    model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            _err(f"warning: {w.message}")
     texts = list(a.texts)
     if a.pair is not None:
         if len(a.pair) != len(texts):
@@ -180,6 +185,9 @@ def cmd_info(a) -> int:
         *([f"neuron        {m['neuron']['sdk']} {m['neuron'].get('sdk_version') or '?'} for {m['neuron']['instances']}; "
            f"{m['neuron']['compiler']} {m['neuron'].get('compiler_args_text', '')}"
            + (", dynamic batch" if m['neuron'].get('dynamic_batch') else "")] if m.get("neuron") else []),
+        *([f"weights       UNTRAINED: {len(m['newly_initialized_weights'])} tensors were not in the checkpoint and are "
+           f"random ({', '.join(m['newly_initialized_weights'][:3])}...): exported with --allow-new-weights"]
+          if m.get("newly_initialized_weights") else []),
         f"pad token id  {m['pad_token_id']}",
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",

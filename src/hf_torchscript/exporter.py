@@ -58,7 +58,7 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         backend.import_sdk()  # a missing Neuron SDK fails here, before the model is loaded
 
     src = load_source(model, task=options.task, tokenizer=tokenizer, allow_pickle=options.allow_pickle,
-                      trust_remote_code=options.trust_remote_code)
+                      trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights)
     p = prepare(src, options, backend)
     tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)
     staging = artifact.staging_dir(output_dir)

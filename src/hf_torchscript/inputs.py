@@ -34,13 +34,19 @@ class InputSpec:
     dtype: str  # torch dtype name without the prefix: "int64", "float32"
     shape: tuple  # symbolic axis names (str) or fixed sizes (int)
     pad_value: int = 0  # what padding positions hold (input_ids: the pad token id)
+    # [low, high): the values the model can take (ids below the vocabulary size); checked inside the
+    # exported module, so an out-of-range id is a readable error instead of an index error deep in a trace.
+    value_range: tuple[int, int] | None = None
 
     @property
     def mask(self) -> str | None:
         return _MASK_OF.get(self.name)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "pad_value": self.pad_value}
+        out = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "pad_value": self.pad_value}
+        if self.value_range is not None:
+            out["range"] = list(self.value_range)
+        return out
 
 
 def input_specs(names: Sequence[str], *, config, pad_token_id: int, choices: bool = False) -> list[InputSpec]:
@@ -57,8 +63,15 @@ def input_specs(names: Sequence[str], *, config, pad_token_id: int, choices: boo
         seq = _SEQ_DIM_OF_MASK[mask]
         shape = ("batch_size", "num_choices", seq) if choices and seq == "sequence_length" else ("batch_size", seq)
         pad = pad_token_id if name in ("input_ids", "decoder_input_ids") else 0
-        specs.append(InputSpec(name, "int64", shape, pad))
+        specs.append(InputSpec(name, "int64", shape, pad, _value_range(name, config)))
     return specs
+
+
+def _value_range(name: str, config) -> tuple[int, int] | None:
+    if name in ("attention_mask", "decoder_attention_mask"):
+        return (0, 2)
+    size = getattr(config, "type_vocab_size" if name == "token_type_ids" else "vocab_size", None)
+    return (0, int(size)) if isinstance(size, int) and size > 0 else None
 
 
 def row_mask(pattern: str, length: int, gen: torch.Generator) -> torch.Tensor:

@@ -112,6 +112,8 @@ class ExportOptions:
                                "traced batch)")
     compiler_workdir: str | None = _opt(None, "Neuron: keep the compiler's work files in DIR, one folder per "
                                         "compiled shape", metavar="DIR")
+    allow_new_weights: bool = _opt(False, "export even if the checkpoint lacks weights of the model for this task "
+                                   "(they would be random: a new head); the manifest, info and run say so")
     allow_pickle: bool = _opt(False, "accept pytorch_model.bin (pickle) weights, which can run code when loaded",
                               commands=("export", "validate"))
     trust_remote_code: bool = _opt(False, "run the model repository's own code (auto_map in config.json)",

@@ -20,11 +20,13 @@ near-ties. Both compare with the fp32 eager model; the mode and thresholds go in
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
+from .errors import ValidationError
 from .inputs import InputSpec, OutputSpec, make_inputs
 
 
@@ -114,7 +116,9 @@ class ValidationReport:
     def summary(self) -> str:
         if not self.ran:
             return f"validation not run: {self.note}"
-        head = "passed" if self.passed else "FAILED"
+        # Never "passed" next to an inf/NaN difference or an empty grid, whatever set ``passed``.
+        ok = self.passed and bool(self.cases) and all(math.isfinite(v) for v in self.max_abs_diff.values())
+        head = "passed" if ok else "FAILED"
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in self.max_abs_diff.items())
         if self.mode == "cosine":
             cos = ", ".join(f"{k} {v:.5f}" for k, v in self.min_cosine.items())
@@ -140,14 +144,20 @@ def build_grid(
     decoder: bool = False,
     choices: bool = False,
     decoder_inputs: bool = False,
+    traced_choices: int = 3,
+    traced_decoder_length: int = 9,
 ) -> list[Case]:
     """The shapes and paddings to check, from the strategy's own edges.
 
     dynamic: lengths 1, 2, traced-1, traced, traced+1, 2*traced+1 and the max;
     buckets/static: 1 and every bucket edge b-1, b, b+1 (b+1 lands in the next bucket);
     batch 1 and a batch larger than the traced one, whose rows are unpadded, right padded,
-    padded after the first token, and (decoders) left padded.
+    padded after the first token, and (decoders) left padded. Every other symbolic axis cycles
+    through 1, its traced size and a larger one (num_choices; decoder lengths also follow L/2), so
+    no axis published as symbolic goes unexercised.
     """
+    choice_sizes = sorted({1, traced_choices, traced_choices + 2})
+    decoder_sizes = sorted({1, traced_decoder_length, traced_decoder_length + 3})
     multi = ("full", "right", "first", "left") if decoder else ("full", "right", "first")
     if static_batch:
         batches = sorted({1, static_batch, static_batch + 1})
@@ -167,10 +177,12 @@ def build_grid(
             dims = {"batch_size": B}
             if L is not None:
                 dims["sequence_length"] = L
+            k = len(cases)
             if choices:
-                dims["num_choices"] = 2
+                dims["num_choices"] = choice_sizes[k % len(choice_sizes)]
             if decoder_inputs:
-                dims["decoder_sequence_length"] = max(1, (L or 2) // 2)
+                options = decoder_sizes + [max(1, (L or 2) // 2)]
+                dims["decoder_sequence_length"] = options[k % len(options)]
             patterns = ("full",) if B == 1 else tuple(multi[i % len(multi)] for i in range(B))
             cases.append(Case(dims, patterns))
     return cases
@@ -219,6 +231,11 @@ def check(
         entry["ok"] = not failures
         report.cases.append(entry)
         report.failures.extend(failures)
+    if not cases:
+        report.failures.append("no validation case was run: nothing was compared")
+    for o in outputs:
+        if cases and not stats.get(("n", o.name)):
+            report.failures.append(f"{o.name}: no value was compared in {len(cases)} cases (every position padded?)")
     if tol.mode == "cosine":
         report.min_cosine = {o.name: stats.get(("cos", o.name), 1.0) for o in outputs}
         report.max_norm_error = {o.name: stats.get(("norm", o.name), 0.0) for o in outputs}
@@ -260,6 +277,7 @@ def compare_inputs(
     if len(got) != len(outputs):
         return [f"{label}: exported module returned {len(got)} outputs, expected {len(outputs)}"]
     masks = _masks(inputs)
+    _check_reference_finite(outputs, ref, masks, label)
     failures = []
     for o, g, r in zip(outputs, got, ref):
         msg = _compare(o, g, r, masks, tol, diffs, stats)
@@ -292,6 +310,7 @@ def _row_checks(reference, specs, outputs, inputs, got, label, tol, diffs, patte
         with torch.no_grad():
             ref = reference(*(row_inputs[s.name] for s in specs))
         masks = _masks(row_inputs)
+        _check_reference_finite(outputs, ref, masks, f"{label} row {b} alone")
         pattern = patterns[b % len(patterns)] if patterns else "padded"
         for o, g, r in zip(outputs, got, ref):
             g = g[b : b + 1]
@@ -326,21 +345,41 @@ def _valid(o: OutputSpec, masks, shape) -> torch.Tensor | None:
     return valid
 
 
+def _check_reference_finite(outputs, ref, masks, label: str) -> None:
+    """The eager model itself returning NaN/inf is a broken model, not a tolerance question: stop."""
+    for o, r in zip(outputs, ref):
+        valid = _valid(o, masks, r.shape)
+        bad = ~torch.isfinite(r) if valid is None else ~torch.isfinite(r) & valid
+        if bool(bad.any()):
+            kind = "NaN" if bool(torch.isnan(r).any()) else "inf"
+            raise ValidationError(
+                f"the original model itself returns {kind} for {o.name} at {label} ({int(bad.sum())} values): the "
+                "checkpoint is broken (NaN/inf weights, or a config that overflows), so there is nothing to prove "
+                "an export against; check the weights (e.g. torch.isfinite on each tensor) and re-save the model"
+            )
+
+
 def _compare(o: OutputSpec, got: torch.Tensor, ref: torch.Tensor, masks, tol: Tolerance, diffs, stats) -> str | None:
     if got.shape != ref.shape:
         return f"shape {tuple(got.shape)} != eager {tuple(ref.shape)}"
     atol, rtol = tol.atol, tol.rtol
     got, ref = got.double(), ref.double()
     diff = (got - ref).abs()
-    bad = (diff > atol + rtol * ref.abs()) | (torch.isnan(diff) & ~torch.isnan(ref))
+    # NaN compares False with everything: count it as bad explicitly (the reference is finite here).
+    bad = (diff > atol + rtol * ref.abs()) | ~torch.isfinite(got)
     valid = _valid(o, masks, got.shape)
     if valid is not None:
         bad = bad & valid
         diff = torch.where(valid, diff, torch.zeros_like(diff))
+    n_valid = int(valid.expand(got.shape).sum()) if valid is not None else got.numel()
+    stats[("n", o.name)] = stats.get(("n", o.name), 0) + n_valid
     d = float(torch.nan_to_num(diff, nan=float("inf")).max()) if diff.numel() else 0.0
     diffs[o.name] = max(diffs.get(o.name, 0.0), d)
+    non_finite = int((~torch.isfinite(got) & (valid if valid is not None else True)).sum())
+    if non_finite:
+        return f"{non_finite} NaN/inf values in the exported output where eager is finite"
     if tol.mode == "cosine":
-        return _compare_cosine(o, got, ref, _valid(o, masks, got.shape), tol, stats)
+        return _compare_cosine(o, got, ref, valid, tol, stats)
     n_bad = int(bad.sum())
     if n_bad:
         return f"max diff {d:.3g} > atol {atol:g} + rtol {rtol:g}*|eager| ({n_bad} of {bad.numel()} values)"
@@ -365,8 +404,6 @@ def _compare_cosine(o: OutputSpec, got: torch.Tensor, ref: torch.Tensor, valid, 
         g, r = g.masked_fill(~v, 0.0), r.masked_fill(~v, 0.0)
     if g.numel() == 0:
         return None
-    if bool(torch.isnan(g).any() & ~torch.isnan(r).any()):
-        return "NaN in the exported output where eager has none"
     rn, gn = r.norm(dim=-1), g.norm(dim=-1)
     # A row of 1-3 values (QA logits of a 2-token input) has no meaningful direction or norm: its
     # values must instead be within max_norm_error of eager, relative to the output's scale.
@@ -376,6 +413,8 @@ def _compare_cosine(o: OutputSpec, got: torch.Tensor, ref: torch.Tensor, valid, 
     tiny = rn < 1e-6
     cos = torch.where(tiny | short, torch.ones_like(rn), (g * r).sum(-1) / (gn * rn).clamp(min=1e-12))
     norm_err = torch.where(short, short_err, torch.where(tiny, gn, (gn / rn.clamp(min=1e-12) - 1).abs()))
+    # NaN is never within tolerance: map it to the worst value so the comparisons below fail.
+    cos, norm_err = torch.nan_to_num(cos, nan=-1.0), torch.nan_to_num(norm_err, nan=float("inf"))
     cmin, nmax = float(cos.min()), float(norm_err.max())
     stats[("cos", o.name)] = min(stats.get(("cos", o.name), 1.0), cmin)
     stats[("norm", o.name)] = max(stats.get(("norm", o.name), 0.0), nmax)
@@ -420,6 +459,8 @@ def run_grid(p, module, shapes_info: dict, *, atol: float | None = None, rtol: f
         decoder=p.arch.decoder,
         choices=p.task.choices,
         decoder_inputs=p.has_decoder_inputs,
+        traced_choices=traced.get("num_choices", 3),
+        traced_decoder_length=traced.get("decoder_sequence_length", 9),
     )
     atol = p.options.atol if atol is None else atol
     rtol = p.options.rtol if rtol is None else rtol

@@ -47,6 +47,12 @@ def validate(directory, model, *, atol: float | None = None, rtol: float | None 
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
     )
+    if manifest.get("newly_initialized_weights"):
+        raise ArtifactError(
+            f"{directory} was exported with {len(manifest['newly_initialized_weights'])} untrained (randomly "
+            "initialised) tensors (--allow-new-weights): every load of the checkpoint draws them anew, so there is "
+            "nothing to validate against; export a checkpoint that holds the trained weights"
+        )
     src = load_source(model, task=options.task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     p = prepare(src, dataclasses.replace(options), get_backend("torchscript"))
     want_in = [i["name"] for i in manifest["inputs"]]

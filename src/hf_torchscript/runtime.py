@@ -21,6 +21,10 @@ class TruncationWarning(UserWarning):
     """An input was longer than the artifact's max length and was cut."""
 
 
+class UntrainedWeightsWarning(UserWarning):
+    """The artifact holds weights that were not in the checkpoint (exported with --allow-new-weights)."""
+
+
 class ExportedModel:
     """A loaded artifact: the TorchScript module, its manifest and (if shipped) its tokenizer."""
 
@@ -33,6 +37,13 @@ class ExportedModel:
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
         self.max_length: int = self.manifest["max_length"]
+        new = self.manifest.get("newly_initialized_weights")
+        if new:
+            warnings.warn(
+                f"{self.directory} holds {len(new)} UNTRAINED tensors ({', '.join(new[:3])}...) that were not in the "
+                "checkpoint: its answers are random until those weights are trained",
+                UntrainedWeightsWarning, stacklevel=3,
+            )
         self.truncation = truncation
         self.tokenizer = None
         tok = self.manifest.get("tokenizer")
@@ -174,7 +185,9 @@ def load(directory, *, verify: bool = True, truncation: str = "warn") -> Exporte
 
 def _script_error(e: Exception) -> str:
     text = str(e)
-    marker = "hf-torchscript: "
+    # The message as raised ("RuntimeError: hf-torchscript: ..."), not the same words quoted in the
+    # source listing of TorchScript's traceback, which an unrelated error also prints.
+    marker = "Error: hf-torchscript: "
     if marker in text:
         line = text[text.rindex(marker) + len(marker):].strip().splitlines()[0]
         return line

@@ -127,7 +127,10 @@ def _generate_source(specs: Sequence[InputSpec], out_seq_dims: Sequence[int]) ->
     seq = [s for s in specs if s.mask == "attention_mask"]
     first = names[0]
 
-    checks = []
+    checks = [
+        f"        if {first}.dim() > 0 and {first}.size(0) == 0:\n"
+        f"            raise RuntimeError('hf-torchscript: the batch has 0 rows; pass at least one')"
+    ]
     for s in specs:
         rank = len(s.shape)
         want = "torch.float32" if s.dtype.startswith("float") else "torch.int64"
@@ -139,6 +142,20 @@ def _generate_source(specs: Sequence[InputSpec], out_seq_dims: Sequence[int]) ->
             f"        if not ({dtype_ok}):\n"
             f"            raise RuntimeError('hf-torchscript: input {s.name} must be {s.dtype}, got ' + _dtype_name({s.name}))"
         )
+        if s.value_range is not None:
+            lo, hi = s.value_range
+            what = {
+                "attention_mask": "0 or 1",
+                "decoder_attention_mask": "0 or 1",
+                "token_type_ids": f"in [{lo}, {hi}) (the model has {hi} token types)",
+            }.get(s.name, f"token ids in [{lo}, {hi}) (the vocabulary has {hi} entries); use the "
+                          "tokenizer shipped with the artifact")
+            checks.append(
+                f"        if {s.name}.numel() > 0:\n"
+                f"            if bool({s.name}.min() < {lo}) or bool({s.name}.max() >= {hi}):\n"
+                f"                raise RuntimeError('hf-torchscript: input {s.name} holds values from ' + "
+                f"str(int({s.name}.min())) + ' to ' + str(int({s.name}.max())) + ' but must be {what}')"
+            )
         if s.name != first:
             checks.append(
                 f"        if {s.name}.size(0) != {first}.size(0):\n"
@@ -290,7 +307,7 @@ def build(p, backend, strategy: str, tracer_warnings: list[str]):
         "max_length": lengths[-1],
         "buckets": list(lengths) if strategy == "buckets" else None,
         "batch_size": batch or None,
-        "traced": [{"batch_size": B, "sequence_length": L} for B, L in traced_at],
+        "traced": [{"batch_size": B, "sequence_length": L, **p.dims(B, L)} for B, L in traced_at],
     }
     return module, info
 

@@ -161,6 +161,7 @@ def load_source(
     tokenizer=None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    allow_new_weights: bool = False,
 ) -> Source:
     """Load MODEL (path, cached id, bundled id or in-memory model) for ``task`` (None: inferred)."""
     if not isinstance(model, (str, os.PathLike)):
@@ -203,6 +204,9 @@ def load_source(
             raise SourceError(f"could not read {str(path)!r}: {str(e).splitlines()[0]}") from None
         loaded.eval()
         tok = tokenizer if tokenizer is not None else _load_tokenizer(path)
+    new = sorted({*info.get("missing_keys", ()), *(_key(k) for k in info.get("mismatched_keys", ()))})
+    if new and not allow_new_weights:
+        raise SourceError(_new_weights_message(path, task, new, raw, pooling))
     return Source(
         model=loaded,
         config=loaded.config,
@@ -212,7 +216,7 @@ def load_source(
         description=str(model),
         weights=weights,
         pooling=pooling,
-        newly_initialized=sorted(info.get("missing_keys", [])),
+        newly_initialized=new,
     )
 
 
@@ -237,6 +241,34 @@ def quiet_transformers():
         log.set_verbosity(level)
         if bars:
             log.enable_progress_bar()
+
+
+def _key(mismatched) -> str:
+    # transformers lists mismatched keys as (name, checkpoint shape, model shape)
+    return mismatched[0] if isinstance(mismatched, (tuple, list)) else str(mismatched)
+
+
+def carried_tasks(raw_config: dict, pooling: dict | None) -> list[str]:
+    """The tasks whose weights a checkpoint holds: its own head (config.architectures) and the base model's."""
+    tasks = []
+    if pooling:
+        tasks.append("sentence-embedding")
+    own = infer_task(raw_config.get("architectures"))
+    if own not in tasks:
+        tasks.append(own)
+    if "feature-extraction" not in tasks:
+        tasks.append("feature-extraction")
+    return tasks
+
+
+def _new_weights_message(path: Path, task: str, new: list[str], raw: dict, pooling) -> str:
+    shown = ", ".join(new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else "")
+    return (
+        f"{str(path)!r} has no trained weights for {len(new)} tensors of the {task} model ({shown}): transformers "
+        f"would initialise them at random and the export would compute nonsense. This checkpoint carries: "
+        f"{', '.join(carried_tasks(raw, pooling))}; export one of those with --task, or pass --allow-new-weights "
+        "(allow_new_weights=True) to export the untrained weights anyway (e.g. a fresh head to fine-tune elsewhere)"
+    )
 
 
 def _load_tokenizer(path: Path):
