@@ -75,3 +75,26 @@ def test_wrong_types_name_the_option_and_the_type(kwargs, message):
 def test_lists_become_tuples_and_ints_floats():
     o = ExportOptions(buckets=[16, 32], atol=0)
     assert o.buckets == (16, 32) and isinstance(o.atol, float)
+
+
+def test_no_process_wide_side_effects(tiny_model_dir, tmp_path):
+    """Importing and exporting leaves HF_HUB_OFFLINE and transformers' logging as they were."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('HF_HUB_OFFLINE', None); os.environ.pop('TRANSFORMERS_OFFLINE', None)\n"
+        "import transformers\n"
+        "log = transformers.logging\n"
+        "level, bars = log.get_verbosity(), log.is_progress_bar_enabled()\n"
+        "import hf_torchscript as hts\n"
+        "hts.export(sys.argv[1], sys.argv[2])\n"
+        "assert 'HF_HUB_OFFLINE' not in os.environ and 'TRANSFORMERS_NO_ADVISORY_WARNINGS' not in os.environ\n"
+        "assert (log.get_verbosity(), log.is_progress_bar_enabled()) == (level, bars), (log.get_verbosity(), level)\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir("bert")), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
