@@ -30,7 +30,8 @@ def test_manifest_contract(tiny_model_dir, tmp_path):
     assert m["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert m["inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch_size", "sequence_length"],
-                              "pad_value": 0}
+                              "pad_value": 0, "range": [0, 128]}  # the tiny vocabulary (tests/models.py VOCAB)
+    assert m["inputs"][2]["range"] == [0, 2]  # token types of a BERT
     assert m["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch_size", 3]}]
     assert m["sha256"] == sha256_file(out / "model.pt")
     assert set(m["versions"]) >= {"torch", "transformers", "hf_torchscript"}
