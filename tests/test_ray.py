@@ -333,7 +333,7 @@ def test_a_worker_that_dies_is_restarted_and_no_row_is_lost_or_repeated(ray_clus
     ds = ds.map_batches(DiesOnce, fn_constructor_kwargs={"marker": str(marker), "artifact": art, "threads": 1},
                         batch_size=16, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1))
     ds.context.execution_options.preserve_order = True
-    got = pa.Table.from_pylist(ds.take_all())
+    got = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
 
     assert marker.exists()  # the worker did die
     assert _column(got, "id") == list(range(64))  # none lost, none twice
