@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
+import hf_torchscript as hts
 from hf_torchscript.cli import main
 
 ray = pytest.importorskip("ray", reason="pip install 'hf-torchscript[ray]'")
@@ -108,7 +110,6 @@ def test_concurrent_clients_get_the_local_runtime_answers_and_share_batches(serv
     for t in threads:
         t.join(timeout=300)
     assert not failures and len(answers) == 32
-    import hf_torchscript as hts
     from hf_torchscript.cli import _jsonable
 
     model = hts.load(minilm_artifact)  # what `run` computes and prints (checked against `run` above)
@@ -153,3 +154,56 @@ def test_wrong_routes_and_methods(server):
         404, {"error": 'no route /embed; POST / with {"texts": [...]}, or GET /health'})
     assert _call(server + "/") == (405, {"error": "GET / is not served; POST a JSON body"})
     assert _call(server + "/health", {"texts": ["a"]})[0] == 405
+
+
+def test_a_request_the_runtime_refuses_fails_alone(tiny_artifact, capsys):
+    """Batch-mates of a bad request still get their answers (the replica class, without Serve)."""
+    from hf_torchscript.serve import TextModelServer, _Job
+
+    art = tiny_artifact("bert", "fill-mask")
+    server = TextModelServer(str(art))
+    good = ["paris is the [MASK] of france", "the [MASK] is big"]
+    answers = server.run_jobs([_Job(good, None, 3), _Job(["no mask here"], None, 3), _Job(good[:1], None, 5)])
+    assert isinstance(answers[1], hts.InputError)
+    assert str(answers[1]) == "text 0 has no [MASK] token: 'no mask here'; put [MASK] where a word should be predicted"
+    capsys.readouterr()
+    assert main(["run", str(art), *good, "--top-k", "3"]) == 0
+    assert json.loads(json.dumps(answers[0])) == json.loads(capsys.readouterr().out)
+    assert main(["run", str(art), good[0]]) == 0
+    assert json.loads(json.dumps(answers[2])) == json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(__import__("pathlib").Path(
+        __file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")] if p))
+    proc = subprocess.Popen([sys.executable, "-m", "hf_torchscript.cli", "serve", str(minilm_artifact), "--port",
+                             str(port), "--max-batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180  # the command says when it is ready: after serve.run returned
+        while not any(line.startswith("serving ") for line in lines):
+            assert proc.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        status, health = _call(url + "/health")
+        assert (status, health["max_batch_size"]) == (200, 4)
+        assert _call(url + "/", {"texts": ["a"] * 5})[0] == 413
+        status, body = _call(url + "/", {"texts": ["A man is eating food."]})
+        assert status == 200 and body["dimensions"] == 384
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        reader.join(timeout=10)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"serving {minilm_artifact} at http://127.0.0.1:{port}: POST / with" in "".join(lines)
+    assert "stopping" in err

@@ -98,7 +98,11 @@ class TextModelServer:
     async def __call__(self, request):
         from starlette.responses import JSONResponse
 
-        path, method = request.url.path.rstrip("/") or "/", request.method
+        path, method = request.url.path, request.method
+        root = request.scope.get("root_path", "")  # the app's route prefix, when deployed under one
+        if root and path.startswith(root):
+            path = path[len(root):]
+        path = path.rstrip("/") or "/"
         if path == "/health":
             if method != "GET":
                 return JSONResponse({"error": f"{method} /health is not served; use GET"}, status_code=405)
@@ -186,7 +190,8 @@ def deployment(artifact: str, *, replicas: int = 1, max_batch_size: int = 32, ba
 
 
 def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, max_batch_size: int = 32,
-          batch_wait_ms: float = 5.0, verify: bool = True, name: str = "hf-torchscript") -> str:
+          batch_wait_ms: float = 5.0, verify: bool = True, name: str = "hf-torchscript",
+          route_prefix: str = "/") -> str:
     """Deploy ``artifact`` on the running Ray cluster (``ray.init()`` first); returns the URL.
 
     Raises:
@@ -207,8 +212,8 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, replicas: int 
     _check_servable(verify_sha(artifact) if verify else read_manifest(artifact))
     serve.start(http_options={"host": host, "port": port})
     serve.run(deployment(artifact, replicas=replicas, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
-                         verify=verify), name=name, route_prefix="/")
-    return f"http://{host}:{port}"
+                         verify=verify), name=name, route_prefix=route_prefix)
+    return f"http://{host}:{port}{route_prefix.rstrip('/')}"
 
 
 def serve_forever(artifact, **kw) -> None:
