@@ -71,10 +71,11 @@ def test_minilm_embeddings_are_the_runtime_bitwise_in_input_order(minilm_artifac
     texts = list(SENTENCES)
     texts[3:3] = [None, "", 7]  # bad rows between good ones: the good ones keep their places
     ids = list(range(100, 100 + len(texts)))
-    out = Predictor(minilm_artifact, batch_size=4)(pa.table({"id": ids, "text": pa.array(
-        [t if isinstance(t, str) else None for t in texts], type=pa.string())}))
+    p = Predictor(minilm_artifact, batch_size=4)
+    out = p(pa.table({"id": ids, "text": pa.array([t if isinstance(t, str) else None for t in texts], type=pa.string())}))
 
     assert out.column_names == ["id", "text", "sentence_embedding", "error"]
+    assert out.schema.remove(0).remove(0) == p.output_schema()
     assert _column(out, "id") == ids
     assert out.schema.field("sentence_embedding").type == pa.list_(pa.float32(), 384)
     good = {i: t for i, t in enumerate(texts) if isinstance(t, str) and t}
@@ -142,6 +143,8 @@ def test_every_text_task_matches_the_runtime(tiny_artifact, model_type, task):
         pair_column, cols["context"] = "context", _texts(11, seed=99)
     out = Predictor(art, batch_size=3, pair_column=pair_column, top_k=3)(pa.table(cols))
 
+    added = pa.schema([f for f in out.schema if f.name not in cols])
+    assert added == Predictor(art, pair_column=pair_column).output_schema()
     inputs = {i: (t, cols["context"][i]) if pair_column else t for i, t in enumerate(texts)}
     model = hts.load(art)
     ref = grouped_reference(model, inputs, 3, top_k=3)

@@ -99,7 +99,8 @@ class Predictor:
         """The columns added to every batch: the task's outputs, then ``error``."""
         import pyarrow as pa
 
-        return pa.schema([(name, typ) for name, typ, _ in self._fields] + [(ERROR_COLUMN, pa.string())])
+        return pa.schema([(name, getattr(typ, "arrow_type", typ)) for name, typ, _ in self._fields]
+                         + [(ERROR_COLUMN, pa.string())])
 
     def __call__(self, batch):
         if self.threads is None:
@@ -236,10 +237,14 @@ def _vector_column(name: str, dim: int, dtype: str):
             if r is None:
                 missing.append(True)
             else:
-                arr[i] = (r[name] if isinstance(r, dict) else r).float().numpy() if dtype != "float64" else r.numpy()
+                t = r[name] if isinstance(r, dict) else r
+                arr[i] = (t.double() if dtype == "float64" else t.float()).numpy()
                 missing.append(False)
         return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), dim, mask=pa.array(missing))
 
+    import pyarrow as pa
+
+    build.arrow_type = pa.list_(pa.float64() if dtype == "float64" else pa.float32(), dim)
     return build
 
 

@@ -19,7 +19,6 @@ loads only TorchScript. The config is checked by parsing it with tritonclient's 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
