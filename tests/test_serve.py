@@ -207,3 +207,11 @@ def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_p
     assert proc.returncode == 0, err[-2000:]
     assert f"serving {minilm_artifact} at http://127.0.0.1:{port}: POST / with" in "".join(lines)
     assert "stopping" in err
+
+
+def test_serve_without_the_extra_says_which(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    assert main(["serve", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error: hf-torchscript serve needs the 'ray' extra (ray.serve is not installed): "
+        "pip install 'hf-torchscript[ray]'")
