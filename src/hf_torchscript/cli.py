@@ -222,6 +222,95 @@ def cmd_cpp_build(a) -> int:
     return 0
 
 
+# -- serving: map (Ray Data), serve (Ray Serve), triton (model repository) -------------------------
+# Kept in one block, apart from the export/validate flags: these commands only read an artifact.
+
+
+def cmd_map(a) -> int:
+    from .ray import map_file
+
+    report = map_file(a.artifact, a.input, a.output, column=a.column, pair_column=a.pair_column,
+                      batch_size=a.batch_size, top_k=a.top_k, use_ray=a.ray, workers=a.workers, threads=a.threads,
+                      force=a.force,
+                      progress=not a.no_progress, verify=not a.no_verify)
+    print(report)
+    return 0
+
+
+def cmd_serve(a) -> int:
+    from .serve import serve_forever
+
+    serve_forever(a.artifact, host=a.host, port=a.port, replicas=a.replicas, max_batch_size=a.max_batch_size,
+                  batch_wait_ms=a.batch_wait_ms, verify=not a.no_verify)
+    return 0
+
+
+def cmd_triton(a) -> int:
+    from .triton import write_repository
+
+    print(write_repository(a.artifact, a.repo, name=a.name, max_batch_size=a.max_batch_size, instances=a.instances,
+                           with_tokenizer=a.with_tokenizer, force=a.force))
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def _add_serving_commands(sub) -> None:
+    m = sub.add_parser("map", help="run an artifact over a JSONL/Parquet/CSV file (in-process or on Ray Data); "
+                       "writes Parquet")
+    m.add_argument("artifact", metavar="ARTIFACT")
+    m.add_argument("input", metavar="INPUT", help=".jsonl/.ndjson/.json (one object per line), .parquet or .csv")
+    m.add_argument("output", metavar="OUTPUT", help="Parquet file: the input columns, the task's outputs, error")
+    m.add_argument("--column", default="text", help="the column holding the texts (default text)")
+    m.add_argument("--pair-column", default=None, metavar="COLUMN",
+                   help="second text of each row (question-answering: the context)")
+    m.add_argument("--ray", action="store_true", help="run on Ray Data (RAY_ADDRESS, else a local cluster)")
+    m.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="with --ray: actors (default: the cluster's CPUs minus one, over --threads)")
+    m.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="torch threads per worker (default: 1 per Ray actor; in-process, torch's default); "
+                   "equal counts give bitwise-equal files")
+    m.add_argument("--batch-size", type=_positive, default=32, metavar="N",
+                   help="rows per model call; rows are sorted by length in windows of 8x this (default 32)")
+    m.add_argument("--top-k", type=_positive, default=5)
+    m.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    m.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    m.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
+    m.set_defaults(func=cmd_map)
+
+    s = sub.add_parser("serve", help="serve an artifact over HTTP with Ray Serve (dynamic batching)")
+    s.add_argument("artifact", metavar="ARTIFACT")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=_positive, default=8000)
+    s.add_argument("--replicas", type=_positive, default=1, metavar="N", help="model replicas, one CPU each")
+    s.add_argument("--max-batch-size", type=_positive, default=32, metavar="N",
+                   help="most texts per model call, across requests; also the most texts one request may send")
+    s.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long a replica waits to fill a batch (default 5)")
+    s.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
+    s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("triton", help="write a Triton model repository (libtorch backend) for an artifact")
+    t.add_argument("artifact", metavar="ARTIFACT")
+    t.add_argument("repo", metavar="REPO", help="model repository folder (created, or added to)")
+    t.add_argument("--name", default=None, help="model name (default: the artifact folder's name)")
+    t.add_argument("--max-batch-size", type=int, default=8, metavar="N",
+                   help="Triton's max_batch_size: rows per batched request (default 8)")
+    t.add_argument("--instances", type=_positive, default=1, metavar="N", help="CPU instances of the model (default 1)")
+    t.add_argument("--with-tokenizer", action="store_true",
+                   help="add a Python-backend tokenizer model and an ensemble, so clients send strings")
+    t.add_argument("--force", action="store_true", help="replace models of the same name in REPO")
+    t.set_defaults(func=cmd_triton)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hf-torchscript",
@@ -281,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--source", default=None, metavar="DIR", help="the cpp/ folder (default: this checkout's)")
     c.add_argument("--print", action="store_true", help="print the cmake commands instead of running them")
     c.set_defaults(func=cmd_cpp_build)
+
+    _add_serving_commands(sub)
     return p
 
 

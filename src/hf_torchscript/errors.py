@@ -56,3 +56,21 @@ class BackendUnavailableError(HFTorchScriptError):
 
 class BuildError(HFTorchScriptError):
     """Building the C++ runner failed (cmake or a compiler missing, sources not found, compile error)."""
+
+
+class ExtraNotInstalledError(HFTorchScriptError):
+    """A command needs an optional extra (``ray``, ``triton``) that is not installed."""
+
+
+def require_extra(extra: str, command: str, *modules: str) -> None:
+    """Import ``modules`` or raise one line naming the pip extra that provides them."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            why = f"{name} is not installed" if isinstance(e, ModuleNotFoundError) else f"importing {name} failed: {e}"
+            raise ExtraNotInstalledError(
+                f"{command} needs the '{extra}' extra ({why}): pip install 'hf-torchscript[{extra}]'"
+            ) from None

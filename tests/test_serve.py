@@ -1,0 +1,217 @@
+"""`hf-torchscript serve`: Ray Serve over HTTP on 127.0.0.1, answers compared with the local runtime."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+import hf_torchscript as hts
+from hf_torchscript.cli import main
+
+ray = pytest.importorskip("ray", reason="pip install 'hf-torchscript[ray]'")
+serve_mod = pytest.importorskip("ray.serve", reason="pip install 'hf-torchscript[ray]'")
+
+MAX_BATCH = 8
+TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+         "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
+         "A monkey is playing drums.", "Someone in a gorilla costume is playing a set of drums."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(minilm_artifact):
+    from hf_torchscript.serve import start
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        # A long batch wait, so concurrent test clients surely share batches.
+        yield start(minilm_artifact, port=_free_port(), max_batch_size=MAX_BATCH, batch_wait_ms=100)
+    finally:
+        serve_mod.shutdown()
+        ray.shutdown()
+
+
+def _call(url: str, body=None, *, raw: bytes | None = None, method: str | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _run_json(artifact, texts, capsys) -> dict:
+    """What `hf-torchscript run ARTIFACT TEXT...` prints: the local runtime, the schema serve must keep."""
+    capsys.readouterr()
+    assert main(["run", str(artifact), *texts]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_health_names_the_artifact(server, minilm_artifact):
+    status, body = _call(server + "/health")
+    manifest = json.loads((minilm_artifact / "manifest.json").read_text())
+    assert status == 200
+    assert (body["status"], body["task"], body["sha256"], body["max_batch_size"]) == (
+        "ok", "sentence-embedding", manifest["sha256"], MAX_BATCH)
+
+
+def test_one_request_gets_exactly_what_run_prints(server, minilm_artifact, capsys):
+    status, body = _call(server + "/", {"texts": TEXTS[:3]})
+    assert status == 200
+    assert body == _run_json(minilm_artifact, TEXTS[:3], capsys)  # alone in its batch: the same model call
+
+
+def _close(got, want, tol: float, path: str = "") -> None:
+    """Equal structure and strings; numbers within tol (batching changes float sums in the last bits)."""
+    assert type(got) is type(want) or {type(got), type(want)} <= {int, float}, path
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            _close(got[k], want[k], tol, f"{path}.{k}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _close(g, w, tol, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert abs(got - want) <= tol, (path, got, want)
+    else:
+        assert got == want, path
+
+
+def test_concurrent_clients_get_the_local_runtime_answers_and_share_batches(server, minilm_artifact):
+    # 8 clients x 4 requests, each request 1-2 texts, every (client, round) a different text mix.
+    jobs = {(c, k): [TEXTS[(c + k) % 8]] + ([TEXTS[(c * 3 + k) % 8]] if (c + k) % 2 else [])
+            for c in range(8) for k in range(4)}
+    answers, failures = {}, []
+
+    def client(c):
+        for k in range(4):
+            try:
+                answers[c, k] = _call(server + "/", {"texts": jobs[c, k]})
+            except Exception as e:  # noqa: BLE001 - reported below, not lost in a thread
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not failures and len(answers) == 32
+    from hf_torchscript.cli import _jsonable
+
+    model = hts.load(minilm_artifact)  # what `run` computes and prints (checked against `run` above)
+    for key, texts in jobs.items():
+        status, body = answers[key]
+        assert status == 200, body
+        want = json.loads(json.dumps(_jsonable(model.task, texts, model(texts))))
+        # Embeddings are printed to 6 decimals, cosines to 4; a batch-mate may move the 7th.
+        _close({k: v for k, v in body.items() if k != "cosine_similarity"},
+               {k: v for k, v in want.items() if k != "cosine_similarity"}, 1.01e-6)
+        _close(body.get("cosine_similarity"), want.get("cosine_similarity"), 1.01e-4)
+    status, health = _call(server + "/health")
+    assert health["largest_batch"] > 2, health  # requests were merged: more texts than any one request sent
+    assert health["batches"] < health["requests"], health
+
+
+@pytest.mark.parametrize("raw,status,message", [
+    (b"{not json", 400, "the body is not valid JSON (Expecting property name enclosed in double quotes)"),
+    (b'["a"]', 400, 'the body is a JSON array; send an object like {"texts": ["..."]}'),
+    (b'{"text": ["a"]}', 400, "unknown field 'text'; a request takes texts, pairs, top_k"),
+    (b'{"top_k": 3}', 400, 'no "texts"; send {"texts": ["..."]}'),
+    (b'{"texts": "a"}', 400, '"texts" must be a list of strings, got a JSON string'),
+    (b'{"texts": []}', 400, '"texts" is empty; send at least one text'),
+    (b'{"texts": ["a", 3]}', 400, "texts[1] must be a string, got a JSON number"),
+    (b'{"texts": ["a", null]}', 400, "texts[1] must be a string, got a JSON null"),
+    (b'{"texts": ["a", "  "]}', 400, "texts[1] is empty; send text"),
+    (json.dumps({"texts": ["a"] * (MAX_BATCH + 1)}).encode(), 413,
+     f"{MAX_BATCH + 1} texts is more than this server takes in one request ({MAX_BATCH}, its --max-batch-size)"),
+    (b'{"texts": ["a", "b"], "pairs": ["c"]}', 400, '"pairs" has 1 items for 2 texts; give one pair per text'),
+    (b'{"texts": ["a"], "top_k": 0}', 400, '"top_k" must be an integer from 1 to 1000, got 0'),
+    (b'{"texts": ["a"], "top_k": true}', 400, '"top_k" must be an integer from 1 to 1000, got true'),
+])
+def test_bad_requests_get_a_4xx_with_one_line(server, raw, status, message):
+    got, body = _call(server + "/", raw=raw)
+    assert got == status
+    assert list(body) == ["error"] and "\n" not in body["error"]
+    assert body["error"].startswith(message)
+
+
+def test_wrong_routes_and_methods(server):
+    assert _call(server + "/embed", {"texts": ["a"]}) == (
+        404, {"error": 'no route /embed; POST / with {"texts": [...]}, or GET /health'})
+    assert _call(server + "/") == (405, {"error": "GET / is not served; POST a JSON body"})
+    assert _call(server + "/health", {"texts": ["a"]})[0] == 405
+
+
+def test_a_request_the_runtime_refuses_fails_alone(tiny_artifact, capsys):
+    """Batch-mates of a bad request still get their answers (the replica class, without Serve)."""
+    from hf_torchscript.serve import TextModelServer, _Job
+
+    art = tiny_artifact("bert", "fill-mask")
+    server = TextModelServer(str(art))
+    good = ["paris is the [MASK] of france", "the [MASK] is big"]
+    answers = server.run_jobs([_Job(good, None, 3), _Job(["no mask here"], None, 3), _Job(good[:1], None, 5)])
+    assert isinstance(answers[1], hts.InputError)
+    assert str(answers[1]) == "text 0 has no [MASK] token: 'no mask here'; put [MASK] where a word should be predicted"
+    capsys.readouterr()
+    assert main(["run", str(art), *good, "--top-k", "3"]) == 0
+    assert json.loads(json.dumps(answers[0])) == json.loads(capsys.readouterr().out)
+    assert main(["run", str(art), good[0]]) == 0
+    assert json.loads(json.dumps(answers[2])) == json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(__import__("pathlib").Path(
+        __file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")] if p))
+    proc = subprocess.Popen([sys.executable, "-m", "hf_torchscript.cli", "serve", str(minilm_artifact), "--port",
+                             str(port), "--max-batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180  # the command says when it is ready: after serve.run returned
+        while not any(line.startswith("serving ") for line in lines):
+            assert proc.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        status, health = _call(url + "/health")
+        assert (status, health["max_batch_size"]) == (200, 4)
+        assert _call(url + "/", {"texts": ["a"] * 5})[0] == 413
+        status, body = _call(url + "/", {"texts": ["A man is eating food."]})
+        assert status == 200 and body["dimensions"] == 384
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        reader.join(timeout=10)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"serving {minilm_artifact} at http://127.0.0.1:{port}: POST / with" in "".join(lines)
+    assert "stopping" in err
+
+
+def test_serve_without_the_extra_says_which(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    assert main(["serve", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error: hf-torchscript serve needs the 'ray' extra (ray.serve is not installed): "
+        "pip install 'hf-torchscript[ray]'")
