@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from .compat import traceable
 from .errors import ShapeError, TraceError
 from .inputs import InputSpec
 from .options import DEFAULT_SHAPES
@@ -352,7 +353,8 @@ def _trace_one(p, backend, batch: int, length: int, sink: list[str]):
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always", torch.jit.TracerWarning)
         try:
-            traced = backend.trace(p.wrapper, tuple(example.values()), p.options)
+            with traceable():  # transformers 4.x attention masks, see compat.py
+                traced = backend.trace(p.wrapper, tuple(example.values()), p.options)
         except Exception as e:
             raise TraceError(
                 f"{backend.name} could not trace {p.arch.model_type} ({p.task.name}) at batch {batch}, length {length}: "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .architectures import check_task, get_architecture
+from .compat import from_pretrained_kwargs
 from .errors import SourceError, UnsupportedModelError
 from .tasks import get_task, infer_task
 
@@ -194,7 +195,7 @@ def load_source(
     kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True)
     kwargs["use_safetensors"] = weights == "safetensors"
     # transformers 5 loads checkpoints in their saved dtype by default; export validates fp32 first.
-    kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = torch.float32
+    kwargs.update(from_pretrained_kwargs(torch.float32))
     with quiet_transformers():
         try:
             loaded, info = auto.from_pretrained(str(path), **kwargs)
