@@ -3,7 +3,8 @@
 Neither SDK can be installed here (they are not on PyPI and pin their own torch). These stand-ins
 mirror the documented signatures of ``torch_neuronx.trace`` / ``torch_neuronx.dynamic_batch``
 (PyTorch NeuronX Tracing API for Inference) and ``torch.neuron.trace`` (PyTorch-Neuron trace
-python API), so a keyword the real API does not have raises TypeError here too. They record
+python API), so a keyword the real API does not have raises TypeError here too; test_neuron_double.py
+pins them to a recorded copy of those documented signatures (tests/data/neuron_documented_signatures.json). They record
 every call and return ``torch.jit.trace`` of the module, which runs on the CPU — so tests can
 check what hf-torchscript asks the SDK for, not what the Neuron compiler would produce.
 """
