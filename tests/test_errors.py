@@ -60,8 +60,15 @@ def test_output_dir_not_empty_needs_force(tiny_model_dir, tmp_path):
     with pytest.raises(hts.ArtifactError, match="exists and is not empty; pass --force"):
         hts.export(tiny_model_dir("bert"), out)
     assert (out / "keep.txt").read_text() == "mine"
-    hts.export(tiny_model_dir("bert"), out, force=True)
-    assert (out / "model.pt").is_file() and not (out / "keep.txt").exists()
+    # --force replaces only an empty directory or an earlier artifact, never someone's files.
+    with pytest.raises(hts.ArtifactError, match="is not empty and is not an hf-torchscript artifact"):
+        hts.export(tiny_model_dir("bert"), out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    hts.export(tiny_model_dir("bert"), out)  # empty: no --force needed
+    first = artifact.sha256_file(out / "model.pt")
+    hts.export(tiny_model_dir("bert"), out, force=True, shapes="buckets", buckets=(16, 32))
+    assert artifact.sha256_file(out / "model.pt") != first
 
 
 def test_pickle_weights_refused_unless_allowed(tiny_model_dir, tmp_path):

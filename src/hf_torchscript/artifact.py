@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .errors import ArtifactError
+from . import __version__, atomic
+from .errors import ArtifactError, SourceError
+from .schema import check_manifest
 
 # 2: ``files`` holds the sha256 of every file; 1 (round 1) hashed model.pt only and is still read.
 FORMAT_VERSION = 2
@@ -44,33 +44,35 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_writable(output_dir: Path, force: bool) -> None:
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise ArtifactError(f"OUTPUT_DIR {str(output_dir)!r} is a file; pass a directory path")
-        if any(output_dir.iterdir()) and not force:
-            raise ArtifactError(
-                f"OUTPUT_DIR {str(output_dir)!r} exists and is not empty; pass --force (force=True) to replace it, "
-                "or choose another directory"
-            )
+def check_writable(output_dir: Path, force: bool, *, model=None) -> None:
+    """Refuse an OUTPUT_DIR export must not write or replace (see atomic.check_destination); call before loading."""
+    atomic.check_destination(output_dir, force, model=model)
 
 
 def staging_dir(output_dir: Path) -> Path:
-    """A fresh temp dir beside OUTPUT_DIR (same filesystem, so the final rename is atomic)."""
-    parent = output_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the artifact should look like any other dir
-    return staging
+    """A fresh ``.NAME.tmp-PID-X`` dir beside OUTPUT_DIR (same filesystem, so the commit is one rename)."""
+    return atomic.staging_dir(output_dir)
+
+
+def strict_json(obj):
+    """``obj`` with NaN/Infinity replaced by None: JSON readers other than Python's reject them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def save_module(module, path: Path, manifest: dict | None = None) -> None:
     extra = {}
     if manifest is not None:
-        extra[MANIFEST_FILE] = json.dumps(_embeddable(manifest), indent=2, sort_keys=False)
-    torch.jit.save(module, str(path), _extra_files=extra)
+        extra[MANIFEST_FILE] = json.dumps(strict_json(_embeddable(manifest)), indent=2, sort_keys=False, allow_nan=False)
+    # Through a Python file object, not a path: torch's own file writer throws from a destructor on
+    # ENOSPC and aborts the process (SIGABRT); a Python writer raises OSError like any other write.
+    with open(path, "wb") as f:
+        torch.jit.save(module, f, _extra_files=extra)
 
 
 def _embeddable(manifest: dict) -> dict:
@@ -119,7 +121,13 @@ def save_tokenizer(tokenizer, staging: Path, manifest: dict) -> None:
         return
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tok_file))
+    try:  # the runtime reads it with `tokenizers` alone: it must load that way, or nothing is written
+        tok = Tokenizer.from_file(str(tok_file))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise SourceError(
+            f"the tokenizer saved for the artifact does not load with `tokenizers` ({str(e).splitlines()[0][:200]}); "
+            "fix the model's tokenizer files, or remove them to export an artifact that takes token ids"
+        ) from None
     tok.no_padding()
     tok.enable_truncation(int(manifest["max_length"]))
     tok.save(str(tok_file))
@@ -134,44 +142,45 @@ def save_tokenizer(tokenizer, staging: Path, manifest: dict) -> None:
 
 def write_manifest(directory: Path, manifest: dict) -> None:
     tmp = directory / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.write_text(json.dumps(strict_json(manifest), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, directory / MANIFEST_FILE)
 
 
 def commit(staging: Path, output_dir: Path, force: bool) -> None:
-    """Move a complete staging dir into place; an earlier artifact survives until the last step."""
-    check_writable(output_dir, force)
-    old = None
-    if output_dir.exists():
-        old = output_dir.resolve().parent / f".{output_dir.name}.old-{os.getpid()}"
-        os.replace(output_dir, old)
-    try:
-        os.replace(staging, output_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, output_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Swap a complete staging dir into OUTPUT_DIR in one step (atomic.commit): never a moment without it."""
+    atomic.commit(staging, output_dir, force)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
+    """manifest.json, checked against the schema before anyone reads a key of it."""
     d = Path(directory)
     if not d.is_dir():
+        backup = atomic.leftover_backup(d)
+        if backup is not None:
+            raise ArtifactError(
+                f"artifact directory {str(d)!r} does not exist, but {str(backup)!r} holds it: an export was killed "
+                f"while replacing it; rename that back to {str(d)!r} (the next export to it does so by itself)"
+            )
         raise ArtifactError(f"artifact directory {str(d)!r} does not exist; export one with `hf-torchscript export`")
     mf = d / MANIFEST_FILE
     if not mf.is_file():
         raise ArtifactError(f"{str(d)!r} has no {MANIFEST_FILE}: not an hf-torchscript artifact (or an unfinished one)")
     try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{mf} is not valid JSON ({e}); re-export the model") from None
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+        manifest = json.loads(mf.read_bytes(), parse_constant=_reject_constant)
+    except OSError as e:
+        raise ArtifactError(f"cannot read {mf}: {e.strerror}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, NaN, nesting too deep
+        raise ArtifactError(f"{mf} is not valid JSON ({str(e).splitlines()[0][:200]}); re-export the model") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ArtifactError(
             f"{mf} has format_version {version!r}; this hf-torchscript reads up to {FORMAT_VERSION}: upgrade hf-torchscript"
         )
-    return manifest
+    return check_manifest(manifest, str(mf))
 
 
 def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
@@ -181,6 +190,11 @@ def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
     model_file = d / MODEL_FILE
     if not model_file.is_file():
         raise ArtifactError(f"{str(d)!r} has no {MODEL_FILE}; re-export the model")
+    if not manifest.get("sha256"):
+        raise ArtifactError(
+            f"{d / MANIFEST_FILE} records no sha256 for {MODEL_FILE}, so it cannot be verified; re-export the model, "
+            "or pass verify=False (--no-verify) to load it unchecked"
+        )
     files = manifest.get("files") if manifest.get("format_version", 1) >= 2 else {MODEL_FILE: manifest.get("sha256")}
     if not isinstance(files, dict) or files.get(MODEL_FILE) != manifest.get("sha256"):
         raise ArtifactError(f"{d / MANIFEST_FILE} has no valid 'files' list of hashes: it was edited; re-export the model")
@@ -211,8 +225,9 @@ def embedded_manifest(model_file: Path) -> dict | None:
             if name is None:
                 return None
             return json.loads(z.read(name))
-    except (zipfile.BadZipFile, json.JSONDecodeError, OSError) as e:
-        raise ArtifactError(f"{model_file} is not a readable TorchScript archive ({e}); re-export the model") from None
+    except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, but also zlib.error, EOFError, ValueError ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ArtifactError(f"{model_file} is not a readable TorchScript archive ({first}); re-export the model") from None
 
 
 def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_location: str = "cpu"):
@@ -228,8 +243,9 @@ def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_lo
             sdk_import()
     try:
         module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location)
-    except RuntimeError as e:
-        raise ArtifactError(f"torch.jit.load could not read {d / MODEL_FILE}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # a damaged archive raises RuntimeError, but also UnicodeDecodeError, IndexError ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ArtifactError(f"torch.jit.load could not read {d / MODEL_FILE}: {first}; re-export the model") from None
     module.eval()
     return module, manifest
 

@@ -158,6 +158,12 @@ def benchmark(
     Example:
         >>> hts.benchmark("out/bert-dir", output_dir="bench/results")  # doctest: +SKIP
     """
+    from .errors import require_extra
+
+    # Before minutes of measuring, not when the plot is drawn at the end.
+    require_extra("export", "benchmark", "transformers")
+    if output_dir is not None:
+        require_extra("bench", "benchmark", "matplotlib")
     from .exporter import export
     from .options import ExportOptions
     from .source import load_source

@@ -1,13 +1,16 @@
 """`hf-torchscript` commands: each parses its flags, checks combinations, and calls the library.
 
 Errors are formatted once, in main(): one line (validation failures add the failing checks),
-exit code 1; HF_TORCHSCRIPT_DEBUG=1 shows the traceback.
+exit code 1; HF_TORCHSCRIPT_DEBUG=1 shows the traceback. Ctrl-C exits 130, SIGTERM during an
+export 143 (both after removing the staging directory), a closed stdout (`| head`) 141 quietly.
+JSON on stdout is strict: NaN and infinities are printed as null, with a warning on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import typing
@@ -60,10 +63,27 @@ def option_values(a: argparse.Namespace, command: str) -> dict:
     return {f.name: getattr(a, f.name) for f in ExportOptions.fields(command)}
 
 
+def _identity(path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def cmd_export(a) -> int:
+    from .errors import require_extra
+
+    require_extra("export", "export", "transformers", "safetensors")  # now, not after loading half the stack
     from .exporter import export
 
-    result = export(a.model, a.output_dir, force=a.force, **option_values(a, "export"))
+    before = _identity(a.output_dir)
+    try:
+        result = export(a.model, a.output_dir, force=a.force, **option_values(a, "export"))
+    except KeyboardInterrupt as e:
+        # The commit swaps directories, so OUTPUT_DIR is a different inode iff the new artifact landed.
+        e.hts_written = _identity(a.output_dir) != before
+        raise
     print(result)
     return 0
 
@@ -76,6 +96,11 @@ def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def cmd_bench(a) -> int:
+    from .errors import require_extra
+
+    # Before minutes of measuring, not when the plot is drawn at the end.
+    require_extra("export", "bench", "transformers")
+    require_extra("bench", "bench", "matplotlib")
     from .bench import benchmark
 
     report = benchmark(
@@ -118,8 +143,24 @@ def cmd_run(a) -> int:
         result = model(texts, top_k=a.top_k)
     for w in caught:
         _err(f"warning: {w.message}")
-    print(_dumps(_jsonable(model.task, texts, result)))
+    out, bad = _finite(_jsonable(model.task, texts, result))
+    if bad:
+        _err(f"warning: the model produced {bad} NaN or infinite values; printed as null")
+    print(_dumps(out))
     return 0
+
+
+def _finite(obj):
+    """(obj with NaN/inf floats as None, how many there were): strict JSON for any reader."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, 1
+    if isinstance(obj, dict):
+        pairs = [(k, _finite(v)) for k, v in obj.items()]
+        return {k: v for k, (v, _) in pairs}, sum(n for _, (_, n) in pairs)
+    if isinstance(obj, (list, tuple)):
+        items = [_finite(v) for v in obj]
+        return [v for v, _ in items], sum(n for _, n in items)
+    return obj, 0
 
 
 def _dumps(obj, indent: int = 0) -> str:
@@ -131,7 +172,7 @@ def _dumps(obj, indent: int = 0) -> str:
     if isinstance(obj, list) and obj and not all(isinstance(x, (int, float)) for x in obj):
         items = [pad + _dumps(v, indent + 1) for v in obj]
         return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
-    return json.dumps(obj, ensure_ascii=False)
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
 def _jsonable(task: str, texts, result):
@@ -164,26 +205,28 @@ def _jsonable(task: str, texts, result):
 def cmd_info(a) -> int:
     from .artifact import read_manifest, verify
 
-    m = read_manifest(a.output_dir)
+    m = read_manifest(a.output_dir)  # schema-checked: every key used below as m[...] is there
     if a.json:
-        print(json.dumps(m, indent=2))
+        print(json.dumps(m, indent=2, allow_nan=False))
         return 0
     verify(a.output_dir, m)
-    s, v = m["shapes"], m.get("validation", {})
+    s, v = m["shapes"], m.get("validation") or {}
+    source = (m.get("source") or {}).get("model", "?")
+    diffs = ", ".join(f"{k} {x:.2e}" if x is not None else f"{k} -" for k, x in (v.get("max_abs_diff") or {}).items())
     lines = [
         f"artifact      {a.output_dir} (format {m['format_version']}, sha256 {m['sha256'][:16]}... verified)",
-        f"model         {m['model_type']} {m.get('model_class', '')} from {m['source']['model']}",
+        f"model         {m['model_type']} {m.get('model_class', '')} from {source}",
         f"task          {m['task']}",
         "inputs        " + ", ".join(f"{i['name']} {i['dtype']} ({', '.join(map(str, i['shape']))})" for i in m["inputs"]),
         "outputs       " + ", ".join(f"{o['name']} {o['dtype']} ({', '.join(map(str, o['shape']))})" for o in m["outputs"]),
-        f"shapes        {s['strategy']}: lengths {s['min_length']}..{s['max_length']}"
+        f"shapes        {s['strategy']}: lengths {s.get('min_length', 1)}..{s['max_length']}"
         + (f", buckets {s['buckets']}" if s.get("buckets") else "")
         + (f", fixed batch {s['batch_size']}" if s.get("batch_size") else ", any batch")
         + (f" ({s['reason']})" if s.get("reason") else ""),
-        f"dtype         {m['dtype']}" + (f", quantized {m['quantize']}" if m.get("quantize") else "")
-        + (", frozen" if m.get("optimize") else "") + f", backend {m['backend']}",
-        *([f"neuron        {m['neuron']['sdk']} {m['neuron'].get('sdk_version') or '?'} for {m['neuron']['instances']}; "
-           f"{m['neuron']['compiler']} {m['neuron'].get('compiler_args_text', '')}"
+        f"dtype         {m.get('dtype', 'float32')}" + (f", quantized {m['quantize']}" if m.get("quantize") else "")
+        + (", frozen" if m.get("optimize") else "") + f", backend {m.get('backend', 'torchscript')}",
+        *([f"neuron        {m['neuron'].get('sdk', '?')} {m['neuron'].get('sdk_version') or '?'} for "
+           f"{m['neuron'].get('instances', '?')}; {m['neuron'].get('compiler', '?')} {m['neuron'].get('compiler_args_text', '')}"
            + (", dynamic batch" if m['neuron'].get('dynamic_batch') else "")] if m.get("neuron") else []),
         *([f"weights       UNTRAINED: {len(m['newly_initialized_weights'])} tensors were not in the checkpoint and are "
            f"random ({', '.join(m['newly_initialized_weights'][:3])}...): exported with --allow-new-weights"]
@@ -193,18 +236,20 @@ def cmd_info(a) -> int:
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
         "validation    " + (
             f"{'passed' if v.get('passed') else 'FAILED'}: {len(v.get('cases', []))} cases, atol {v.get('atol')} "
-            f"rtol {v.get('rtol')}, max abs diff "
-            + ", ".join(f"{k} {x:.2e}" for k, x in v.get("max_abs_diff", {}).items())
+            f"rtol {v.get('rtol')}, max abs diff {diffs}"
             if v.get("ran", True) else f"not run ({v.get('note')})"
         ),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
-        "versions      " + ", ".join(f"{k} {x}" for k, x in m["versions"].items()),
+        "versions      " + ", ".join(f"{k} {x}" for k, x in (m.get("versions") or {}).items()),
     ]
     print("\n".join(lines))
     return 0
 
 
 def cmd_validate(a) -> int:
+    from .errors import require_extra
+
+    require_extra("export", "validate", "transformers", "safetensors")
     from .revalidate import validate
 
     report = validate(a.output_dir, a.model, **{k: v for k, v in option_values(a, "validate").items() if v is not None})
@@ -380,17 +425,54 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and not args.texts:
         _err("error: no input texts; pass at least one TEXT after OUTPUT_DIR")
         return 1
+    debug = bool(os.environ.get("HF_TORCHSCRIPT_DEBUG"))
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not as a warning at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # like a program killed by SIGPIPE; the reader (`| head`) had what it wanted
     except HFTorchScriptError as e:
-        if os.environ.get("HF_TORCHSCRIPT_DEBUG"):
+        if debug:
             raise
         _err(f"error: {e}")
         _err("(set HF_TORCHSCRIPT_DEBUG=1 for the full traceback)")
         return 1
-    except KeyboardInterrupt:
-        _err("interrupted; nothing was written")
-        return 130
+    except KeyboardInterrupt as e:
+        from .atomic import Terminated
+
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        if getattr(e, "hts_written", False):
+            _err(f"{what} after the export was complete: OUTPUT_DIR holds the new artifact")
+        else:
+            _err(f"{what}; nothing was written")
+        return getattr(e, "exit_code", 130)
+    except OSError as e:  # a file we were pointed at is unreadable, a disk failed: the OS says it best
+        if debug:
+            raise
+        _err(f"error: {e}")
+        _err("(set HF_TORCHSCRIPT_DEBUG=1 for the full traceback)")
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, and how to get the details
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        _err(f"error: internal error ({type(e).__name__}: {first}); this is a bug in hf-torchscript: please "
+             "report it with the output of HF_TORCHSCRIPT_DEBUG=1")
+        return 70  # EX_SOFTWARE
+
+
+def _silence_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (tests capture it)
 
 
 if __name__ == "__main__":

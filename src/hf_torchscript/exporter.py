@@ -13,18 +13,20 @@ This module only orchestrates them; see docs/architecture.md for where new thing
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import artifact, parity, shapes
+from .atomic import check_space, interruptible, write_error
 from .backends import get_backend
 from .errors import OptionError, ValidationError
 from .options import ExportOptions
 from .parity import ValidationReport, tolerance_for
 from .prepare import prepare
-from .source import load_source
+from .source import artifact_size_estimate, load_source, resolve_path
 
 
 @dataclass
@@ -46,13 +48,17 @@ class ExportResult:
         )
 
 
+@interruptible()  # SIGTERM cleans up like Ctrl-C while an export runs; the previous handler comes back
 def export(model, output_dir, *, task: str | None = None, tokenizer=None, force: bool = False,
            options: ExportOptions | None = None, **option_fields) -> ExportResult:
     """Export a transformers model to a validated TorchScript artifact directory (see hf_torchscript.export)."""
     start = time.perf_counter()
     options = make_options(options, task=task, **option_fields)
     output_dir = Path(output_dir)
-    artifact.check_writable(output_dir, force)
+    # Everything about the destination is checked before the model is loaded (minutes for big ones).
+    model_dir = resolve_path(model) if isinstance(model, (str, os.PathLike)) else None
+    artifact.check_writable(output_dir, force, model=model_dir)
+    check_space(output_dir, artifact_size_estimate(model_dir or model, dtype=options.dtype))
     backend = get_backend(options.backend)
     if backend.import_sdk is not None:
         backend.import_sdk()  # a missing Neuron SDK fails here, before the model is loaded
@@ -85,6 +91,9 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         manifest = artifact.build_manifest(p, backend, report, info, tracer_warnings, tolerance)
         artifact.write_artifact(staging, module, manifest, src.tokenizer)
         artifact.commit(staging, output_dir, force)
+    except OSError as e:  # disk full, I/O error, permissions changed meanwhile: one line, earlier artifact kept
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(e, output_dir) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -51,9 +52,14 @@ class ExportedModel:
             from tokenizers import Tokenizer
 
             path = self.directory / tok["file"]
+            link = f" (a symlink to {os.readlink(path)!r})" if path.is_symlink() else ""
             if not path.is_file():
-                raise ArtifactError(f"{path} is listed in the manifest but missing; re-export the model")
-            self.tokenizer = Tokenizer.from_file(str(path))
+                raise ArtifactError(f"{path}{link} is listed in the manifest but missing; re-export the model")
+            try:
+                self.tokenizer = Tokenizer.from_file(str(path))
+            except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ArtifactError(f"{path}{link} is not a tokenizer that loads ({first}); re-export the model") from None
             self.tokenizer.no_padding()
             self.tokenizer.no_truncation()
 
@@ -99,7 +105,7 @@ class ExportedModel:
         with torch.no_grad():
             try:
                 out = self.module(*args)
-            except torch.jit.Error as e:
+            except (torch.jit.Error, RuntimeError) as e:  # the module's own checks; errors inside kernels
                 raise InputError(_script_error(e)) from None
         return dict(zip(self.output_names, out))
 

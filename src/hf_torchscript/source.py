@@ -79,6 +79,20 @@ def resolve_path(model: str | os.PathLike) -> Path:
     )
 
 
+def read_json_file(file: Path, kind: type, fix: str):
+    """The JSON in ``file``, which must be a ``kind`` (dict or list); one-line SourceError otherwise."""
+    try:
+        value = json.loads(file.read_bytes())
+    except OSError as e:
+        raise SourceError(f"cannot read {file}: {e.strerror}; {fix}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, absurd nesting
+        raise SourceError(f"{file} is not valid JSON ({str(e).splitlines()[0][:200]}); {fix}") from None
+    if not isinstance(value, kind):
+        want = "an object {...}" if kind is dict else "a list [...]"
+        raise SourceError(f"{file} holds {type(value).__name__} JSON where {want} was expected; {fix}")
+    return value
+
+
 def read_config_json(path: Path) -> dict:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -86,10 +100,114 @@ def read_config_json(path: Path) -> dict:
             f"{str(path)!r} has no config.json; pass the folder that holds config.json and the weights "
             "(what model.save_pretrained(DIR) writes)"
         )
+    return read_json_file(cfg_file, dict, "re-save the model with save_pretrained")
+
+
+# Bytes per element of each safetensors dtype (for checking a header against the file size).
+_ST_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                   "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_ST_MAX_HEADER = 100 * 2**20  # the safetensors library's own limit
+
+
+def check_safetensors(file: Path) -> int:
+    """Check a .safetensors file's header against its size; returns the number of tensor elements.
+
+    Catches empty, truncated and corrupted files before transformers (whose errors are tracebacks)
+    and gives the parameter count the disk-space estimate needs. Tensor values are not checked.
+    """
+    fix = "copy or download the file again, or re-save the model with model.save_pretrained(DIR)"
     try:
-        return json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise SourceError(f"{cfg_file} is not valid JSON ({e}); re-save the model with save_pretrained") from None
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or n > min(_ST_MAX_HEADER, size - 8):
+                what = "empty" if size == 0 else f"{size} bytes, truncated or not a safetensors file"
+                if len(head) == 8 and n > size - 8:
+                    what = f"truncated or corrupted: its header claims {n} bytes but the file has {size}"
+                raise SourceError(f"{file} is {what}; {fix}")
+            raw = f.read(n)
+    except OSError as e:
+        raise SourceError(f"cannot read {file}: {e.strerror}; {fix}") from None
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise SourceError(f"{file} has a corrupted header (not a JSON object); {fix}")
+    end, numel = 0, 0
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (a, b) = t["dtype"], list(t["shape"]), t["data_offsets"]
+            count = 1
+            for d in shape:
+                if not isinstance(d, int) or d < 0:
+                    raise ValueError
+                count *= d
+            if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise SourceError(f"{file} has a corrupted header (entry {name[:80]!r}); {fix}") from None
+        width = _ST_DTYPE_BYTES.get(dtype)
+        if width is not None and count * width != b - a:
+            raise SourceError(f"{file} has a corrupted header ({name[:80]!r}: shape {shape} does not fit "
+                              f"{b - a} bytes of {dtype}); {fix}")
+        end, numel = max(end, b), numel + count
+    if 8 + n + end != size:
+        raise SourceError(
+            f"{file} is {'truncated' if 8 + n + end > size else 'corrupted'}: its header describes "
+            f"{8 + n + end} bytes but the file has {size}; {fix}"
+        )
+    return numel
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The checkpoint's weight files: a single file, or the shards an index names (checked to exist)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.is_file():
+            data = read_json_file(index, dict, "re-save the model with save_pretrained")
+            shards = data.get("weight_map")
+            if not isinstance(shards, dict) or not all(isinstance(v, str) for v in shards.values()):
+                raise SourceError(f"{index} has no weight_map of tensor -> file; re-save the model with save_pretrained")
+            files = [path / name for name in sorted(set(shards.values()))]
+            for f in files:
+                if not f.is_file() or path.resolve() not in f.resolve().parents:
+                    raise SourceError(f"{index} names the weights file {f.name!r}, which is missing from {str(path)!r}; "
+                                      "copy every shard, or re-save the model with save_pretrained")
+            return files
+    return [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()]
+
+
+def artifact_size_estimate(model, *, dtype: str = "float32") -> int:
+    """About how many bytes export writes for ``model`` (a resolved directory or an in-memory model).
+
+    The weights at the export dtype, the tokenizer files, and 1 MiB for code and the manifest.
+    Checks safetensors headers on the way (a damaged file fails here, before loading).
+    """
+    width = 2 if dtype in ("bfloat16", "float16") else 4
+    if not isinstance(model, (str, os.PathLike)):
+        try:
+            numel = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+        except Exception:
+            numel = 0
+        return numel * width + 2**20
+    path = Path(model)
+    numel, other = 0, 0
+    for f in weight_files(path):
+        if not f.is_file():
+            raise SourceError(f"{f} is not a file; re-save the model with model.save_pretrained(DIR)")
+        if f.suffix == ".safetensors":
+            numel += check_safetensors(f)
+        else:
+            numel += f.stat().st_size // 4  # pickle: about fp32 size
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                 "special_tokens_map.json", "spiece.model", "sentencepiece.bpe.model"):
+        if (path / name).is_file():
+            other += (path / name).stat().st_size
+    return numel * width + other + 2**20
 
 
 def _weights_format(path: Path, allow_pickle: bool) -> str:
@@ -114,15 +232,25 @@ def read_pooling(path: Path) -> dict | None:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return None
-    modules = json.loads(modules_file.read_text())
+    fix = "fix it, or remove modules.json to export the plain transformer (--task feature-extraction)"
+    modules = read_json_file(modules_file, list, fix)
     pooling = None
     normalize = False
-    for m in modules:
+    for i, m in enumerate(modules):
+        if not isinstance(m, dict) or not isinstance(m.get("type", ""), str) or not isinstance(m.get("path", ""), str):
+            raise SourceError(f"{modules_file} entry {i} is not an object with string type and path; {fix}")
         kind = m.get("type", "").rsplit(".", 1)[-1]
         if kind == "Transformer":
             continue
         if kind == "Pooling":
-            cfg = json.loads((path / m["path"] / "config.json").read_text())
+            folder = path / m.get("path", "")
+            pool_file = folder / "config.json"
+            if not pool_file.is_file() or path.resolve() not in pool_file.resolve().parents:
+                raise SourceError(
+                    f"{modules_file} lists a Pooling module in {str(folder)!r}, which has no config.json; "
+                    "copy the whole sentence-transformers folder (with its 1_Pooling/config.json)"
+                )
+            cfg = read_json_file(pool_file, dict, "copy the whole sentence-transformers folder again")
             modes = [
                 mode
                 for mode, key in (
@@ -135,7 +263,7 @@ def read_pooling(path: Path) -> dict | None:
             ]
             if not modes:
                 raise UnsupportedModelError(
-                    f"{path / m['path'] / 'config.json'}: no supported pooling mode set; "
+                    f"{pool_file}: no supported pooling mode set; "
                     "supported: cls, mean, max, mean_sqrt_len"
                 )
             pooling = modes
@@ -151,7 +279,9 @@ def read_pooling(path: Path) -> dict | None:
     max_seq = None
     sb = path / "sentence_bert_config.json"
     if sb.is_file():
-        max_seq = json.loads(sb.read_text()).get("max_seq_length")
+        max_seq = read_json_file(sb, dict, "fix it or remove it").get("max_seq_length")
+        if max_seq is not None and (not isinstance(max_seq, int) or isinstance(max_seq, bool) or max_seq < 1):
+            raise SourceError(f"{sb}: max_seq_length must be a positive integer, got {max_seq!r}; fix it or remove it")
     return {"modes": pooling, "normalize": normalize, "max_seq_length": max_seq}
 
 
@@ -173,6 +303,8 @@ def load_source(
     model_type = raw.get("model_type")
     if not model_type:
         raise SourceError(f"{path / 'config.json'} has no model_type; re-save the model with save_pretrained")
+    if not isinstance(model_type, str):
+        raise SourceError(f"{path / 'config.json'}: model_type must be a string such as \"bert\", got {model_type!r}")
     if raw.get("auto_map") and not trust_remote_code:
         raise SourceError(
             f"{str(path)!r} needs custom code from the model repository (auto_map in config.json); "
@@ -187,12 +319,15 @@ def load_source(
     if task == "sentence-embedding" and pooling is None:
         pooling = {"modes": ["mean"], "normalize": False, "max_seq_length": None}
     weights = _weights_format(path, allow_pickle)
+    artifact_size_estimate(path)  # damaged safetensors fail here with one line, not inside transformers
 
     import torch
     import transformers
 
     auto = getattr(transformers, arch.task_classes.get(task, get_task(task).auto_class))
-    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True)
+    # ignore_mismatched_sizes: report a config/weights mismatch ourselves, from loading_info, in one line.
+    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code, output_loading_info=True,
+                  ignore_mismatched_sizes=True)
     kwargs["use_safetensors"] = weights == "safetensors"
     # transformers 5 loads checkpoints in their saved dtype by default; export validates fp32 first.
     kwargs.update(from_pretrained_kwargs(torch.float32))
@@ -200,12 +335,20 @@ def load_source(
         try:
             loaded, info = auto.from_pretrained(str(path), **kwargs)
         except ValueError as e:
-            raise SourceError(f"transformers could not load {str(path)!r} as {task}: {str(e).splitlines()[0]}") from None
+            raise SourceError(f"transformers could not load {str(path)!r} as {task}: {_first_line(e)}") from None
         except OSError as e:
-            raise SourceError(f"could not read {str(path)!r}: {str(e).splitlines()[0]}") from None
+            raise SourceError(f"could not read {str(path)!r}: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - a damaged or inconsistent checkpoint raises anything (pickle, safetensors, torch)
+            raise SourceError(
+                f"transformers could not load {str(path)!r} as {task}: {type(e).__name__}: {_first_line(e)}; check "
+                "that config.json belongs to the weights, or re-save the model with save_pretrained"
+            ) from None
         loaded.eval()
         tok = tokenizer if tokenizer is not None else _load_tokenizer(path)
-    new = sorted({*info.get("missing_keys", ()), *(_key(k) for k in info.get("mismatched_keys", ()))})
+    mismatched = sorted(info.get("mismatched_keys") or (), key=_key)
+    if mismatched and not allow_new_weights:
+        raise SourceError(_mismatch_message(path, mismatched))
+    new = sorted({*info.get("missing_keys", ()), *(_key(k) for k in mismatched)})
     if new and not allow_new_weights:
         raise SourceError(_new_weights_message(path, task, new, raw, pooling))
     return Source(
@@ -218,6 +361,23 @@ def load_source(
         weights=weights,
         pooling=pooling,
         newly_initialized=new,
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def _mismatch_message(path: Path, mismatched) -> str:
+    """A tensor whose shape differs from what config.json implies: the config does not describe these weights."""
+    first = mismatched[0]
+    shapes = (f" is {list(first[1])} in the checkpoint but {list(first[2])} for this config"
+              if isinstance(first, (tuple, list)) and len(first) >= 3 else " has another shape in the checkpoint")
+    return (
+        f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
+        "differ); fix config.json (hidden_size, vocab_size, ...) or re-save the model with save_pretrained "
+        "(--allow-new-weights would initialise them at random instead)"
     )
 
 
@@ -277,10 +437,15 @@ def _load_tokenizer(path: Path):
         return None
     from transformers import AutoTokenizer
 
+    # A tokenizer that is there but broken is an error, not a silent tensors-only artifact.
+    fix = "fix or replace the tokenizer files, or remove them all to export an artifact that takes token ids"
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (path / name).is_file():
+            read_json_file(path / name, dict, fix)
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception:
-        return None
+    except Exception as e:  # noqa: BLE001 - tokenizers/sentencepiece raise their own types
+        raise SourceError(f"the tokenizer in {str(path)!r} does not load ({type(e).__name__}: {_first_line(e)}); {fix}") from None
 
 
 def _in_memory(model, *, task, tokenizer) -> Source:
