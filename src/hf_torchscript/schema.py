@@ -144,8 +144,8 @@ def _problem(value, spec, path: str) -> str | None:
             if alt is None or alt in (str, bool) or (isinstance(alt, tuple) and alt and alt[0] in ("int", "number", "name", "any")):
                 if _ok_scalar(value, alt):
                     return None
-            elif _problem(value, alt, path) is None:
-                return None
+            elif isinstance(value, list if isinstance(alt, tuple) and alt[0] == "list" else dict):
+                return _problem(value, alt, path)  # the right kind of container: name what is wrong inside
         return f"{path} must be {_describe(spec)}, got {_short(value)}"
     return None if _ok_scalar(value, spec) else f"{path} must be {_describe(spec)}, got {_short(value)}"
 
