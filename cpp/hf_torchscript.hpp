@@ -69,6 +69,48 @@ inline std::string dtype_name(torch::ScalarType t) {
   }
 }
 
+// JSON from untrusted places is bounded before it is parsed: nesting beyond this many levels is
+// refused (an input needs at most 4: batch, choices, length, features; a manifest about 6), so
+// nothing recursive (checks, dump, destruction) can run out of stack on a hostile file.
+constexpr size_t kMaxJsonDepth = 64;
+
+// Throws Error("<what> nests deeper than ...; <fix>") if ``text`` has more than ``max_depth`` nested
+// arrays/objects; brackets inside strings do not count. Linear, no allocation.
+inline void check_json_depth(const std::string& text, const std::string& what, const std::string& fix,
+                             size_t max_depth = kMaxJsonDepth) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth)
+        throw Error(what + " nests deeper than " + std::to_string(max_depth) +
+                    " levels of [ and {; " + fix);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
+// Reads at most ``max_bytes`` from ``in`` (a file or stdin); a longer stream is an Error.
+inline std::string read_bounded(std::istream& in, size_t max_bytes, const std::string& what) {
+  std::string text;
+  std::vector<char> chunk(1 << 16);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    text.append(chunk.data(), static_cast<size_t>(in.gcount()));
+    if (text.size() > max_bytes)
+      throw Error(what + " is larger than " + std::to_string(max_bytes) + " bytes; split it into smaller batches" +
+                  " (hts_run: or raise --max-input-bytes)");
+  }
+  return text;
+}
+
 inline std::string join(const std::vector<std::string>& parts, const std::string& sep = ", ") {
   std::string out;
   for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
@@ -102,6 +144,9 @@ inline std::string script_error_message(const std::string& what) {
   std::string line, last;
   while (std::getline(lines, line))
     if (line.find_first_not_of(" \t\r") != std::string::npos) last = line.substr(line.find_first_not_of(" \t\r"));
+  const std::string marker = "hf-torchscript: ";
+  auto pos = last.find(marker);
+  if (pos != std::string::npos) return last.substr(pos + marker.size());
   return "the exported module failed: " + (last.empty() ? std::string("unknown error") : last);
 }
 
@@ -212,10 +257,12 @@ class Model {
 
  private:
   static nlohmann::json parse_json_file(const std::string& path) {
-    std::ifstream f(path);
+    std::ifstream f(path, std::ios::binary);
     if (!f) throw Error("cannot read " + path);
+    const auto text = read_bounded(f, 64u << 20, path);  // a manifest is a few KB
+    check_json_depth(text, path, "re-export the model");
     try {
-      return nlohmann::json::parse(f);
+      return nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       throw Error(path + " is not valid JSON (" + e.what() + "); re-export the model");
     }
@@ -268,6 +315,7 @@ class Model {
     if (embedded_text.empty()) return;  // written by a producer that did not embed it
     nlohmann::json embedded;
     try {
+      check_json_depth(embedded_text, "the manifest embedded in " + model_file, "re-export the model");
       embedded = nlohmann::json::parse(embedded_text);
     } catch (const nlohmann::json::exception&) {
       throw Error("the manifest embedded in " + model_file + " is not valid JSON; re-export the model");

@@ -1,6 +1,6 @@
 // hts_run: run an hf-torchscript artifact on token ids from JSON and print its outputs as JSON.
 //
-//   hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--threads T]
+//   hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--threads T] [--max-input-bytes B]
 //   hts_run OUTPUT_DIR [INPUT_JSON|-] --bench N [--warmup W] [--threads T]
 //
 // Input (a file, or stdin when INPUT_JSON is "-" or absent): one nested list per manifest input,
@@ -9,7 +9,9 @@
 // Output: {"outputs": {"<name>": {"dtype": "float32", "shape": [1, 384], "data": [[...]]}, ...}}
 // in manifest order; floats are printed with the shortest text that reads back to the same float32.
 // --bench: {"bench": {"calls": N, "warmup": W, "median_ms": ..., "p90_ms": ..., ...}} instead.
-// Errors: "error: <one line>" on stderr, exit 1 (2 for a bad command line).
+// Errors: "error: <one line>" on stderr, exit 1 (2 for a bad command line). Input is untrusted:
+// more than --max-input-bytes (default 256 MiB) or nesting deeper than 64 levels is refused
+// before parsing, and no malformed input crashes the runner.
 
 #include "hf_torchscript.hpp"
 
@@ -30,7 +32,8 @@ using OutJson = nlohmann::basic_json<nlohmann::ordered_map, std::vector, std::st
 namespace {
 
 const char* kUsage =
-    "usage: hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--bench N] [--warmup W] [--threads T]";
+    "usage: hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--bench N] [--warmup W] [--threads T] "
+    "[--max-input-bytes B]";
 
 struct Args {
   std::string directory;
@@ -39,6 +42,7 @@ struct Args {
   int bench = 0;
   int warmup = -1;
   int threads = 0;
+  size_t max_input_bytes = size_t(256) << 20;
 };
 
 class UsageError : public std::runtime_error {
@@ -75,6 +79,9 @@ Args parse_args(int argc, char** argv) {
       a.warmup = non_negative_int(arg, value(arg));
     } else if (arg == "--threads") {
       a.threads = non_negative_int(arg, value(arg));
+      if (a.threads > 1024) throw UsageError("--threads takes at most 1024, got " + std::to_string(a.threads));
+    } else if (arg == "--max-input-bytes") {
+      a.max_input_bytes = static_cast<size_t>(non_negative_int(arg, value(arg)));
     } else if (arg == "--outputs") {
       std::stringstream ss(value(arg));
       for (std::string name; std::getline(ss, name, ',');)
@@ -91,15 +98,23 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-nlohmann::json read_input(const std::string& path) {
-  try {
-    if (path == "-") return nlohmann::json::parse(std::cin);
+nlohmann::json read_input(const std::string& path, size_t max_bytes) {
+  const std::string what = "input " + (path == "-" ? std::string("on stdin") : "'" + path + "'");
+  std::string text;
+  if (path == "-") {
+    text = hts::read_bounded(std::cin, max_bytes, what);
+  } else {
     if (!std::filesystem::is_regular_file(path)) throw hts::Error("input file '" + path + "' does not exist");
-    std::ifstream f(path);
-    return nlohmann::json::parse(f);
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw hts::Error("cannot read input file '" + path + "'");
+    text = hts::read_bounded(f, max_bytes, what);
+  }
+  // Bounded before parsing: the checks below recurse once per level.
+  hts::check_json_depth(text, what, "pass one nested list per input, e.g. {\"input_ids\": [[101, 102]]}");
+  try {
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw hts::Error("input " + (path == "-" ? std::string("on stdin") : "'" + path + "'") + " is not valid JSON (" +
-                     e.what() + ")");
+    throw hts::Error(what + " is not valid JSON (" + e.what() + ")");
   }
 }
 
@@ -270,7 +285,7 @@ int main(int argc, char** argv) {
   try {
     if (args.threads > 0) at::set_num_threads(args.threads);
     hts::Model model(args.directory);
-    auto inputs = to_tensors(read_input(args.input), model);
+    auto inputs = to_tensors(read_input(args.input, args.max_input_bytes), model);
     return args.bench ? bench(model, inputs, args.bench, args.warmup) : print_outputs(model, inputs, args.outputs);
   } catch (const hts::Error& e) {
     std::cerr << "error: " << e.what() << "\n";

@@ -205,6 +205,22 @@ ERRORS = [
      "input attention_mask[1] has 2 values where other rows have 3; pad rows to one length"),
     ("empty", "ok", _ids(0), "input input_ids is empty (shape [1, 0])"),
     ("not-json", "ok", "{input_ids: [[1]]", "input on stdin is not valid JSON"),
+    # Hostile or broken input never crashes the runner (200,000 levels used to overflow the stack).
+    ("deep-nesting", "ok", "[" * 200_000,
+     "input on stdin nests deeper than 64 levels of [ and {; pass one nested list per input"),
+    ("deep-in-an-input", "ok", '{"input_ids": ' + "[" * 100 + "]" * 100 + "}", "input on stdin nests deeper than 64"),
+    ("object-leaf", "ok", {**_ids(3), "input_ids": [[{"a": [1]}, 6, 7]]}, 'input input_ids[0][0] is {"a":[1]}, not a number'),
+    ("string-leaf", "ok", {**_ids(3), "input_ids": [[5, "6", 7]]}, 'input input_ids[0][1] is "6", not a number'),
+    ("number-overflow", "ok", '{"input_ids": [[1e400]]}', "input on stdin is not valid JSON ([json.exception.out_of_range.406]"),
+    ("truncated", "ok", '{"input_ids": [[1,', "input on stdin is not valid JSON"),
+    ("empty-stdin", "ok", "", "input on stdin is not valid JSON"),
+    ("not-an-object", "ok", "[[1, 2]]", "input JSON must be an object of nested lists"),
+    ("null", "ok", "null", "input JSON must be an object of nested lists"),
+    ("token-id-out-of-range", "ok", {**_ids(3), "input_ids": [[5, 18446744073709551615, 7]]},
+     "the exported module failed: RuntimeError: index out of range in self"),
+    ("manifest-deep", "deep-manifest", _ids(3), "{dir}/manifest.json nests deeper than 64 levels of [ and {; re-export the model"),
+    ("manifest-nan", "nan-manifest", _ids(3), "{dir}/manifest.json is not valid JSON"),
+    ("manifest-not-object", "list-manifest", _ids(3), "{dir}/manifest.json lacks a field this runner needs"),
 ]
 
 
@@ -226,13 +242,19 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
             shutil.copy(artifacts("gpt2", "dynamic") / "model.pt", art / "model.pt")
         elif setup == "dynamic-model":
             shutil.copy(artifacts("bert", "dynamic") / "model.pt", art / "model.pt")
+        elif setup == "deep-manifest":
+            (art / "manifest.json").write_text("[" * 200_000)
+        elif setup == "nan-manifest":
+            (art / "manifest.json").write_text((art / "manifest.json").read_text().replace('"max_length": 64', '"max_length": NaN'))
+        elif setup == "list-manifest":
+            (art / "manifest.json").write_text("[1, 2]")
     proc = run_cpp(runner, art, payload if isinstance(payload, str) else json.dumps(payload))
     assert proc.returncode == 1, (proc.returncode, proc.stdout[:200], proc.stderr)
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ")
-    assert message.format(dir=art) in lines[0]
+    assert message.replace("{dir}", str(art)) in lines[0]
 
 
 @pytest.mark.cpp
@@ -241,7 +263,8 @@ def test_runner_usage_errors(runner, artifacts):
     art = str(artifacts("bert", "buckets"))
     for argv, text in [([], "expected OUTPUT_DIR"),
                        ([art, "--bench", "x"], "--bench takes a non-negative integer, got 'x'"),
-                       ([art, "--frobnicate"], "unknown option --frobnicate")]:
+                       ([art, "--frobnicate"], "unknown option --frobnicate"),
+                       ([art, "--threads", "99999"], "--threads takes at most 1024, got 99999")]:
         proc = subprocess.run([str(runner), *argv], capture_output=True, text=True, timeout=60, input="")
         assert proc.returncode == 2 and text in proc.stderr and "usage: hts_run" in proc.stderr, (argv, proc.stderr)
     missing = subprocess.run([str(runner), art, str(Path(art) / "nope.json")], capture_output=True, text=True,
@@ -279,3 +302,14 @@ def test_docs_show_the_built_example():
     """docs/cpp.md's C++ listing is cpp/examples/embed.cpp, which the runner tests build and run."""
     example = (REPO / "cpp" / "examples" / "embed.cpp").read_text().strip()
     assert example in (REPO / "docs" / "cpp.md").read_text()
+
+
+@pytest.mark.cpp
+@pytest.mark.slow
+def test_runner_bounds_the_input_size(runner, artifacts):
+    art = artifacts("bert", "buckets")
+    proc = run_cpp(runner, art, json.dumps(_ids(30)), "--max-input-bytes", "100")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == ("error: input on stdin is larger than 100 bytes; split it into smaller batches "
+                                   "(hts_run: or raise --max-input-bytes)")
+    assert run_cpp(runner, art, json.dumps(_ids(30)), "--max-input-bytes", "100000").returncode == 0
