@@ -174,8 +174,11 @@ def check_destination(output_dir, force: bool, *, model: Path | None = None) -> 
             "not what a link points to: pass the real directory path, or a new one"
         )
     resolved = out.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the current directory was deleted: nothing to protect there
+        cwd = None
+    if cwd is not None and (resolved == cwd or resolved in cwd.parents):
         what = "the current directory" if resolved == cwd else "a parent of the current directory"
         raise ArtifactError(
             f"OUTPUT_DIR {str(out)!r} is {what}; export replaces OUTPUT_DIR as a whole: pass a new "
