@@ -144,9 +144,6 @@ inline std::string script_error_message(const std::string& what) {
   std::string line, last;
   while (std::getline(lines, line))
     if (line.find_first_not_of(" \t\r") != std::string::npos) last = line.substr(line.find_first_not_of(" \t\r"));
-  const std::string marker = "hf-torchscript: ";
-  auto pos = last.find(marker);
-  if (pos != std::string::npos) return last.substr(pos + marker.size());
   return "the exported module failed: " + (last.empty() ? std::string("unknown error") : last);
 }
 
