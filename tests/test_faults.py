@@ -366,7 +366,7 @@ CASES = [
          cfg(hidden_size=64)),
     Case("config-vocab-size-mismatch", E(), r"does not match the weights: embeddings.word_embeddings.weight is \[128, 32\] in the checkpoint but \[64, 32\]",
          cfg(vocab_size=64)),
-    Case("config-more-layers-than-weights", E(), r"the weights in '.*model' lack \d+ tensors that config.json describes \(e.g. encoder.layer.2.*\): config.json does not match",
+    Case("config-more-layers-than-weights", E(), r"'.*model' has no trained weights for 16 tensors of the feature-extraction model \(encoder.layer.2.*--allow-new-weights",
          cfg(num_hidden_layers=3)),
     Case("config-heads-not-divisor", E(), r"transformers could not load '.*model' as feature-extraction: The hidden size \(32\) is not a multiple",
          cfg(num_attention_heads=5)),
@@ -433,7 +433,7 @@ CASES = [
     Case("info-manifest-max-length-string", I(), r"max_length must be an integer, got '32'", manifest(lambda m: m.update(max_length="32"))),
     Case("info-manifest-max-length-zero", I(), r"max_length must be >= 1, got 0", manifest(lambda m: m.update(max_length=0))),
     Case("info-manifest-pad-bool", I(), r"pad_token_id must be an integer, got True", manifest(lambda m: m.update(pad_token_id=True))),
-    Case("info-manifest-format-future", I(), r"has format_version 99; this hf-torchscript reads up to 1: upgrade", manifest(lambda m: m.update(format_version=99))),
+    Case("info-manifest-format-future", I(), r"has format_version 99; this hf-torchscript reads up to \d: upgrade", manifest(lambda m: m.update(format_version=99))),
     Case("info-manifest-format-string", I(), r"format_version must be an integer, got '1'", manifest(lambda m: m.update(format_version="1"))),
     Case("info-manifest-nan", I(), r"manifest.json is not valid JSON \(NaN is not JSON\)",
          manifest(lambda m: json.dumps({**m, "validation": {"max_abs_diff": {"x": float("nan")}}}))),
@@ -703,32 +703,37 @@ EXPORT_SCRIPT = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"),
-                                           (signal.SIGKILL, -9, None)])
-def test_export_killed_while_writing_keeps_the_earlier_artifact(sig, code, word, base, tmp_path):
-    out = tmp_path / "out"
-    shutil.copytree(base["old"], out)
-    flag = tmp_path / "writing"
+def test_export_killed_while_writing_keeps_the_earlier_artifact(base, tmp_path):
+    """SIGINT, SIGTERM and kill -9 while an export writes its staging dir (three exports at once, to save time)."""
     env = {**os.environ, "PYTHONPATH": f"{SRC_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    p = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(flag), "export", str(base["src"]), str(out), "--force",
-                          "--shapes", "dynamic", "--max-length", "24"], stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 240
-    while not flag.exists():
-        assert p.poll() is None and time.time() < deadline, p.communicate()
-        time.sleep(0.05)
-    assert len(leftovers(tmp_path)) == 1  # the staging dir being written
-    p.send_signal(sig)
-    _, stderr = p.communicate(timeout=120)
-    assert p.returncode == code, stderr
-    assert which(out, base) == "old"
-    assert "Traceback" not in stderr
-    if word:  # SIGINT and SIGTERM clean up and say so in one line (after any import-time noise of other libraries)
-        assert stderr.strip().splitlines()[-1] == f"{word}; nothing was written", stderr
-        assert leftovers(tmp_path) == []
-    else:  # kill -9 cannot clean up; the next export does
-        assert len(leftovers(tmp_path)) == 1
-        hts.export(base["src"], out, force=True, shapes="dynamic", max_length=24)
-        assert which(out, base) == "third" and leftovers(tmp_path) == []
+    runs = {}
+    for sig, code, word in [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"),
+                            (signal.SIGKILL, -9, None)]:
+        d = tmp_path / sig.name
+        d.mkdir()
+        shutil.copytree(base["old"], d / "out")
+        p = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(d / "writing"), "export", str(base["src"]),
+                              str(d / "out"), "--force", "--shapes", "dynamic", "--max-length", "24"],
+                             stderr=subprocess.PIPE, text=True, env=env)
+        runs[sig] = (p, d, code, word)
+    deadline = time.time() + 300
+    for sig, (p, d, code, word) in runs.items():
+        while not (d / "writing").exists():
+            assert p.poll() is None and time.time() < deadline, p.communicate()
+            time.sleep(0.05)
+        assert len(leftovers(d)) == 1  # the staging dir being written
+        p.send_signal(sig)
+    for sig, (p, d, code, word) in runs.items():
+        _, stderr = p.communicate(timeout=120)
+        assert p.returncode == code, (sig, stderr)
+        assert which(d / "out", base) == "old" and "Traceback" not in stderr
+        if word:  # SIGINT and SIGTERM clean up and say so in one line (after any import-time noise of other libraries)
+            assert stderr.strip().splitlines()[-1] == f"{word}; nothing was written", stderr
+            assert leftovers(d) == []
+        else:  # kill -9 cannot clean up; the next export does
+            assert len(leftovers(d)) == 1
+            hts.export(base["src"], d / "out", force=True, shapes="dynamic", max_length=24)
+            assert which(d / "out", base) == "third" and leftovers(d) == []
 
 
 def test_interruptible_restores_handlers_and_respects_the_applications(base, tmp_path):
@@ -813,14 +818,14 @@ def test_injected_writer_failures(limit, err, message, ws, base, capsys, monkeyp
     assert snapshot(ws.root) == before
 
 
-@pytest.mark.parametrize("where", ["write_manifest", "_save_tokenizer"])
+@pytest.mark.parametrize("where", ["write_manifest", "save_tokenizer"])
 def test_write_error_in_later_steps(where, ws, base, capsys, monkeypatch):
     shutil.copytree(base["old"], ws.out)
 
     def fail(*a, **k):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(exporter, where, fail)
+    monkeypatch.setattr(artifact, where, fail)
     before = snapshot(ws.root)
     code, lines, _ = run_cli(["export", ws.model, ws.out, "--force", "--shapes", "dynamic"], capsys)
     assert code == 1 and re.fullmatch(r"error: writing the artifact for '.*out' failed: \[Errno 5\] Input/output "
