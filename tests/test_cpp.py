@@ -217,7 +217,7 @@ ERRORS = [
     ("not-an-object", "ok", "[[1, 2]]", "input JSON must be an object of nested lists"),
     ("null", "ok", "null", "input JSON must be an object of nested lists"),
     ("token-id-out-of-range", "ok", {**_ids(3), "input_ids": [[5, 18446744073709551615, 7]]},
-     "the exported module failed: RuntimeError: index out of range in self"),
+     "input input_ids holds values from -1 to 7 but must be token ids in [0, 128)"),  # 2**64-1 read as int64
     ("manifest-deep", "deep-manifest", _ids(3), "{dir}/manifest.json nests deeper than 64 levels of [ and {; re-export the model"),
     ("manifest-nan", "nan-manifest", _ids(3), "{dir}/manifest.json is not valid JSON"),
     ("manifest-not-object", "list-manifest", _ids(3), "{dir}/manifest.json lacks a field this runner needs"),
