@@ -526,6 +526,24 @@ def test_force_replaces_an_artifact_and_an_empty_dir(ws, base, capsys):
     assert leftovers(ws.root) == []
 
 
+def test_hub_cache_layout_with_every_file_a_symlink_exports(ws, base, capsys):
+    # The hub cache links each snapshot file to ../../blobs/<hash>: checks that keep sentence-transformers
+    # folders and weight shards inside MODEL must not resolve those links and refuse a good model.
+    sentence_transformers(ST_MODULES, pooling=MEAN)(ws)
+    blobs, snap = ws.root / "cache" / "blobs", ws.root / "cache" / "snapshots" / "abc"
+    blobs.mkdir(parents=True)
+    for f in sorted(ws.model.rglob("*")):
+        if f.is_file():
+            rel = f.relative_to(ws.model)
+            blob = blobs / hashlib.sha256(str(rel).encode()).hexdigest()
+            shutil.copy(f, blob)
+            (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.relpath(blob, (snap / rel).parent), snap / rel)
+    code, err, out = run_cli(["export", snap, "st", "--shapes", "dynamic", "--max-length", "24"], capsys)
+    assert code == 0, err
+    assert artifact.verify(ws.root / "st")["task"] == "sentence-embedding"
+
+
 # ------------------------------------------------------------------------------ commit faults (subprocesses)
 
 COMMIT_SCRIPT = textwrap.dedent(r'''

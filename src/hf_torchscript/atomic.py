@@ -146,8 +146,8 @@ def rename_noreplace(src: Path, dst: Path) -> bool:
 def is_artifact(directory: Path) -> bool:
     """True if ``directory`` holds a manifest.json written by hf-torchscript."""
     try:
-        manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
+        manifest = json.loads((Path(directory) / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(manifest, dict) and manifest.get("producer") == PRODUCER
 

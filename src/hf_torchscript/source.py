@@ -163,6 +163,12 @@ def check_safetensors(file: Path) -> int:
     return numel
 
 
+def _inside(relative: str) -> bool:
+    """A relative path that stays inside the model folder (no absolute path, no '..')."""
+    p = Path(relative)
+    return not p.is_absolute() and ".." not in p.parts
+
+
 def weight_files(path: Path) -> list[Path]:
     """The checkpoint's weight files: a single file, or the shards an index names (checked to exist)."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
@@ -172,12 +178,13 @@ def weight_files(path: Path) -> list[Path]:
             shards = data.get("weight_map")
             if not isinstance(shards, dict) or not all(isinstance(v, str) for v in shards.values()):
                 raise SourceError(f"{index} has no weight_map of tensor -> file; re-save the model with save_pretrained")
-            files = [path / name for name in sorted(set(shards.values()))]
-            for f in files:
-                if not f.is_file() or path.resolve() not in f.resolve().parents:
-                    raise SourceError(f"{index} names the weights file {f.name!r}, which is missing from {str(path)!r}; "
+            names = sorted(set(shards.values()))
+            for name in names:
+                # Names inside the folder only; not resolved: the hub cache links every file to its blobs/.
+                if not _inside(name) or not (path / name).is_file():
+                    raise SourceError(f"{index} names the weights file {name!r}, which is missing from {str(path)!r}; "
                                       "copy every shard, or re-save the model with save_pretrained")
-            return files
+            return [path / name for name in names]
     return [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()]
 
 
@@ -245,7 +252,7 @@ def read_pooling(path: Path) -> dict | None:
         if kind == "Pooling":
             folder = path / m.get("path", "")
             pool_file = folder / "config.json"
-            if not pool_file.is_file() or path.resolve() not in pool_file.resolve().parents:
+            if not _inside(m.get("path", "")) or not pool_file.is_file():
                 raise SourceError(
                     f"{modules_file} lists a Pooling module in {str(folder)!r}, which has no config.json; "
                     "copy the whole sentence-transformers folder (with its 1_Pooling/config.json)"
