@@ -413,7 +413,7 @@ CASES = [
     Case("tokenizer-not-a-tokenizer", E(), r"the tokenizer in '.*model' does not load \(\w+: .*\); fix or replace", put("model/tokenizer.json", {"version": "1.0"})),
     Case("tokenizer-config-garbage", E(), r"tokenizer_config.json is not valid JSON", put("model/tokenizer_config.json", "\x00\x01")),
     Case("export-unknown-task", E("--task", "summarize"), r"argument --task: invalid choice: 'summarize'", code=2),
-    Case("export-without-transformers", E(), r"export needs transformers, which is not installed: pip install 'hf-torchscript\[export\]'",
+    Case("export-without-transformers", E(), r"export needs the 'export' extra \(transformers is not installed\): pip install 'hf-torchscript\[export\]'",
          block_import("transformers")),
     # --- info and the manifest's schema
     Case("info-missing-dir", I(d="nope"), r"artifact directory '.*nope' does not exist; export one"),
@@ -478,9 +478,9 @@ CASES = [
               lambda ws: _json(ws.art / "manifest.json", {**json.loads((ws.art / "manifest.json").read_text()), "tokenizer": None}))),
     # --- other commands
     Case("bench-without-matplotlib", lambda ws: ["bench", ws.model, "--out", ws.root / "b"],
-         r"bench needs matplotlib, which is not installed: pip install 'hf-torchscript\[bench\]'", block_import("matplotlib")),
+         r"bench needs the 'bench' extra \(matplotlib is not installed\): pip install 'hf-torchscript\[bench\]'", block_import("matplotlib")),
     Case("validate-without-transformers", lambda ws: ["validate", ws.art, "--model", ws.model],
-         r"validate needs transformers, which is not installed: pip install 'hf-torchscript\[export\]'", block_import("transformers")),
+         r"validate needs the 'export' extra \(transformers is not installed\): pip install 'hf-torchscript\[export\]'", block_import("transformers")),
     Case("validate-bad-manifest", lambda ws: ["validate", ws.art, "--model", ws.model], r"shapes.strategy is missing",
          manifest(lambda m: m["shapes"].pop("strategy") and None)),
 ]
