@@ -197,6 +197,8 @@ def cmd_info(a) -> int:
             + ", ".join(f"{k} {x:.2e}" for k, x in v.get("max_abs_diff", {}).items())
             if v.get("ran", True) else f"not run ({v.get('note')})"
         ),
+        "text check    " + (v["text"]["summary"].removeprefix("text check ") if v.get("text")
+                             else "- (exported before text checks existed)"),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
         "versions      " + ", ".join(f"{k} {x}" for k, x in m["versions"].items()),
     ]
