@@ -263,7 +263,8 @@ class _Run:
             if types is None:
                 # This tokenizer returns no type ids (not in its model_input_names); tokenizer.json's
                 # post-processor is then the only source, for the runtime and for the reference alike.
-                types, own_types = list(e.type_ids), own_types or takes_types
+                types = list(e.type_ids) if len(e.type_ids) == len(ids) else [0] * len(ids)
+                own_types = own_types or takes_types
             rows.append((ids, mask, list(types)))
             diffs = []
             for what, want, have in (("ids", ids, e.ids), ("attention mask", mask, e.attention_mask),
