@@ -293,7 +293,9 @@ def test_minilm_passes_against_sentence_transformers(minilm_out):
     out, result = minilm_out
     text = text_record(out)
     assert text["passed"] and text["texts"] == 11 and text["agreement"]["token ids"] == "11/11"
-    assert text["reference"].startswith("sentence-transformers ") and text["reference"].endswith(" encode")
+    import sentence_transformers
+
+    assert text["reference"] == f"sentence-transformers {sentence_transformers.__version__} SentenceTransformer.encode"
     assert text["tokenizer"] == "BertTokenizer (transformers, truncation at 256): ids and masks equal for 11 of 11"
     assert text["agreement"]["sentence_embedding min cosine"] >= FP32_COSINE
     assert "text check passed: 11 texts vs sentence-transformers" in str(result)
