@@ -2,7 +2,8 @@
 written model.pt, and compares with the reference library (sentence-transformers' encode, the
 source's transformers tokenizer + the eager model). A tokenizer.json that gives other ids than
 transformers fails the export; without the text stage the same artifact is written with
-"validation passed", which is what the stage exists to catch.
+"validation passed", which is what the stage exists to catch. (docs/cpp.md's path, naive ids into
+model.pt: tests/test_trust.py in plain torch, tests/test_cpp.py through the embed example.)
 """
 
 from __future__ import annotations
@@ -267,34 +268,17 @@ def test_cosine_below_the_bar_names_the_text():
     assert run.agreement["sentence_embedding min cosine"] == pytest.approx(0.70710678)
 
 
-# -- the real model: sentence-transformers and the docs/cpp.md path -------------------------------
-
-
-@pytest.fixture(scope="module")
-def minilm_out(minilm_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("minilm-text") / "out"
-    return out, hts.export(str(minilm_dir), out)
-
-
-def text_of_tokens(tok, n: int) -> str:
-    """A text whose naive encoding has exactly ``n`` ids ([CLS] ... [SEP])."""
-    words = "the quick brown fox jumps over the lazy dog while music plays in the city".split()
-    text = ""
-    i = 0
-    while len(tok.encode(text).ids) < n:
-        text = (text + " " + words[i % len(words)]).strip()
-        i += 1
-    assert len(tok.encode(text).ids) == n
-    return text
+# -- the real model ----------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_minilm_passes_against_sentence_transformers(minilm_out):
-    out, result = minilm_out
-    text = text_record(out)
-    assert text["passed"] and text["texts"] == 11 and text["agreement"]["token ids"] == "11/11"
+def test_minilm_passes_against_sentence_transformers(minilm_dir, tmp_path):
     import sentence_transformers
 
+    out = tmp_path / "out"
+    result = hts.export(str(minilm_dir), out)
+    text = text_record(out)
+    assert text["passed"] and text["texts"] == 11 and text["agreement"]["token ids"] == "11/11"
     assert text["reference"] == f"sentence-transformers {sentence_transformers.__version__} SentenceTransformer.encode"
     assert text["tokenizer"] == "BertTokenizer (transformers, truncation at 256): ids and masks equal for 11 of 11"
     assert text["agreement"]["sentence_embedding min cosine"] >= FP32_COSINE
@@ -302,20 +286,14 @@ def test_minilm_passes_against_sentence_transformers(minilm_out):
 
 
 @pytest.mark.slow
-def test_docs_cpp_embed_path_equals_sentence_transformers(minilm_out, minilm_dir):
-    """docs/cpp.md's recipe in plain torch: naive tokenizer.json ids, an all-ones mask, zero type ids."""
-    from sentence_transformers import SentenceTransformer
-    from tokenizers import Tokenizer
+def test_wrong_pooling_passes_the_grid_but_not_sentence_transformers(minilm_dir, tmp_path, monkeypatch):
+    """A misread modules.json (CLS instead of mean pooling): eager and export agree, the library does not."""
+    from hf_torchscript import source
 
-    out, _ = minilm_out
-    tok = Tokenizer.from_file(str(out / "tokenizer.json"))  # as a C++/Rust user loads it: nothing changed
-    module = torch.jit.load(str(out / "model.pt"))
-    texts = ["A man is eating food.", text_of_tokens(tok, 245)]
-    st = SentenceTransformer(str(minilm_dir), device="cpu")
-    want = st.encode(texts, convert_to_tensor=True).float()
-    for text, w in zip(texts, want):
-        ids = torch.tensor([tok.encode(text).ids])
-        with torch.no_grad():
-            (got,) = module(ids, torch.ones_like(ids), torch.zeros_like(ids))
-        cos = float(torch.nn.functional.cosine_similarity(got[0], w, dim=0))
-        assert cos >= FP32_COSINE, (ids.shape, cos)
+    real = source.read_pooling
+    monkeypatch.setattr(source, "read_pooling", lambda path: {**real(path), "modes": ["cls"]})
+    with pytest.raises(ValidationError) as e:
+        hts.export(str(minilm_dir), tmp_path / "out")
+    assert e.value.report.passed  # the grid compared export and eager, both CLS-pooled
+    assert "sentence_embedding of text 0 'Hi': cosine " in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -133,9 +133,12 @@ def check_texts(p, directory, tolerance: Tolerance) -> TextReport:
     """
     from tokenizers import Tokenizer
 
-    from .runtime import ExportedModel
+    from .runtime import ExportedModel, UntrainedWeightsWarning
 
-    model = ExportedModel(directory)
+    with warnings.catch_warnings():
+        # An --allow-new-weights export warns on every load; the exporter has already said so.
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)
+        model = ExportedModel(directory)
     names = [s.name for s in p.specs]
     if model.tokenizer is None:
         return not_run("no tokenizer shipped (an in-memory model exported without tokenizer=): the artifact "
@@ -305,7 +308,7 @@ class _Run:
 
     def sentence_transformers(self):
         """(SentenceTransformer on the source folder, its version) for sentence-embedding, else None."""
-        if self.task != "sentence-embedding" or self.p.source.path is None:
+        if self.task != "sentence-embedding" or self.p.source.path is None or self.p.source.newly_initialized:
             return None
         try:
             import sentence_transformers
@@ -322,6 +325,9 @@ class _Run:
     def no_st_reason(self) -> str:
         if self.p.source.path is None:
             return "an in-memory model has no sentence-transformers folder to load"
+        if self.p.source.newly_initialized:
+            return ("the checkpoint lacks tensors (--allow-new-weights) that sentence-transformers would initialise "
+                    "at random again")
         return "sentence-transformers is not installed; pip install sentence-transformers to compare with its encode"
 
     def add_decoder(self, got_inputs: dict, ref_inputs: dict) -> None:
