@@ -5,15 +5,18 @@
 //     auto outputs = model.run({{"input_ids", ids}, {"attention_mask", mask}, ...});
 //     torch::Tensor emb = outputs.at("sentence_embedding");  // (batch_size, 384)
 //
-// Every failure (missing files, a manifest that does not belong to model.pt, wrong input names,
-// dtype or rank, a length over the artifact's maximum) throws hf_torchscript::Error with a
-// one-line message that says what was wrong and what to do.
+// Every failure (missing files, a file whose sha256 differs from manifest.json, a manifest that
+// does not belong to model.pt, wrong input names, dtype or rank, a length over the artifact's
+// maximum) throws hf_torchscript::Error with a one-line message that says what was wrong and what to do.
 #pragma once
 
 #include <torch/script.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -147,6 +150,108 @@ inline std::string script_error_message(const std::string& what) {
   return "the exported module failed: " + (last.empty() ? std::string("unknown error") : last);
 }
 
+// SHA-256 (FIPS 180-4), self-contained: libtorch exposes none publicly. Used to check every file
+// against manifest.json's "files" before anything is loaded; tests compare it with Python's hashlib.
+class Sha256 {
+ public:
+  Sha256() { reset(); }
+
+  void update(const unsigned char* data, size_t n) {
+    while (n > 0) {
+      const size_t take = std::min(n, sizeof(block_) - fill_);
+      std::memcpy(block_ + fill_, data, take);
+      fill_ += take, data += take, n -= take;
+      if (fill_ == sizeof(block_)) {
+        compress();
+        bits_ += 512;
+        fill_ = 0;
+      }
+    }
+  }
+
+  // The digest as 64 lowercase hex digits (the manifest's spelling); the object is reset after.
+  std::string hexdigest() {
+    const uint64_t total = bits_ + 8ull * fill_;
+    const unsigned char one = 0x80, zero = 0x00;
+    update(&one, 1);
+    while (fill_ != 56) update(&zero, 1);
+    unsigned char length[8];
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(total >> (56 - 8 * i));
+    update(length, 8);
+    static const char* kHex = "0123456789abcdef";
+    std::string out;
+    for (uint32_t word : h_)
+      for (int shift = 28; shift >= 0; shift -= 4) out.push_back(kHex[(word >> shift) & 0xf]);
+    reset();
+    return out;
+  }
+
+ private:
+  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+  void reset() {
+    static const uint32_t kInit[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    std::copy(kInit, kInit + 8, h_);
+    bits_ = 0;
+    fill_ = 0;
+  }
+
+  void compress() {
+    static const uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = (uint32_t(block_[4 * i]) << 24) | (uint32_t(block_[4 * i + 1]) << 16) |
+             (uint32_t(block_[4 * i + 2]) << 8) | uint32_t(block_[4 * i + 3]);
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b;
+      b = a;
+      a = t1 + t2;
+    }
+    h_[0] += a, h_[1] += b, h_[2] += c, h_[3] += d, h_[4] += e, h_[5] += f, h_[6] += g, h_[7] += h;
+  }
+
+  uint32_t h_[8];
+  unsigned char block_[64];
+  uint64_t bits_ = 0;  // message bits in completed blocks
+  size_t fill_ = 0;    // bytes in block_
+};
+
+// The sha256 of a file's bytes, as lowercase hex.
+inline std::string sha256_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read " + path);
+  Sha256 sha;
+  std::vector<char> buffer(1 << 20);
+  while (f) {
+    f.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    sha.update(reinterpret_cast<const unsigned char*>(buffer.data()), static_cast<size_t>(f.gcount()));
+  }
+  if (f.bad()) throw Error("cannot read " + path);
+  return sha.hexdigest();
+}
+
 // Mean of token embeddings over the positions where attention_mask is 1: (B, L, H) -> (B, H).
 // Artifacts exported with task sentence-embedding already pool inside model.pt; this is for
 // feature-extraction artifacts whose last_hidden_state you pool yourself.
@@ -157,9 +262,9 @@ inline torch::Tensor mean_pool(const torch::Tensor& token_embeddings, const torc
 
 class Model {
  public:
-  // Loads OUTPUT_DIR/manifest.json and OUTPUT_DIR/model.pt and checks that they belong together
-  // (the manifest embedded in model.pt at export time, and forward's argument names).
-  // model.pt's sha256 is not recomputed here; `hf-torchscript info OUTPUT_DIR` verifies it.
+  // Loads OUTPUT_DIR/manifest.json and OUTPUT_DIR/model.pt and checks that they belong together:
+  // the sha256 of every file manifest.json lists (model.pt, tokenizer files) before loading
+  // anything, the manifest embedded in model.pt at export time, and forward's argument names.
   explicit Model(const std::string& directory, torch::Device device = torch::kCPU)
       : directory_(directory), device_(device) {
     namespace fs = std::filesystem;
@@ -174,6 +279,7 @@ class Model {
     if (!fs::is_regular_file(model_file))
       throw Error("'" + directory + "' has no model.pt; re-export the model");
     read_manifest(manifest_file.string());
+    verify_files(dir, manifest_file.string());
 
     torch::jit::ExtraFilesMap extra{{"manifest.json", ""}};
     try {
@@ -297,6 +403,35 @@ class Model {
       throw Error(path + " lacks a field this runner needs (" + e.what() + "); re-export the model");
     }
     if (inputs_.empty()) throw Error(path + " lists no inputs; re-export the model");
+  }
+
+  // Every file listed in manifest.json "files" (format 2; format 1 hashed model.pt only) must
+  // exist and have the listed sha256, so an edited tokenizer.json or model.pt is refused by name.
+  void verify_files(const std::filesystem::path& dir, const std::string& manifest_file) const {
+    const std::string edited = " has no valid 'files' list of hashes: it was edited; re-export the model";
+    nlohmann::json files;
+    if (manifest_.at("format_version").get<int>() >= 2) {
+      files = manifest_.value("files", nlohmann::json());
+    } else {
+      files = nlohmann::json::object();
+      files["model.pt"] = manifest_.value("sha256", nlohmann::json());
+    }
+    const auto model_sha = manifest_.value("sha256", nlohmann::json());
+    if (!files.is_object() || !files.contains("model.pt") || files["model.pt"] != model_sha)
+      throw Error(manifest_file + edited);
+    for (const auto& kv : files.items()) {
+      const std::string& name = kv.key();
+      const auto path = dir / name;
+      if (!kv.value().is_string()) throw Error(manifest_file + edited);
+      if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+          name.find('\\') != std::string::npos || !std::filesystem::is_regular_file(path))
+        throw Error(path.string() + " is listed in manifest.json but missing; re-export the model");
+      const std::string want = kv.value().get<std::string>();
+      const std::string got = sha256_file(path.string());
+      if (got != want)
+        throw Error(path.string() + " sha256 " + got.substr(0, 16) + "... does not match manifest.json (" +
+                    want.substr(0, 16) + "...): the file was modified or replaced; re-export it");
+    }
   }
 
   void check_belongs_together(const std::string& embedded_text, const std::string& manifest_file,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 import torch
 
 import hf_torchscript as hts
+from hf_torchscript import artifact
+from hf_torchscript.artifact import sha256_file
 from hf_torchscript.cpp import EXAMPLE, build_runner, cmake_command, cmake_commands, torch_prefix_path
 from hf_torchscript.errors import BuildError
 
@@ -221,7 +224,18 @@ ERRORS = [
     ("manifest-deep", "deep-manifest", _ids(3), "{dir}/manifest.json nests deeper than 64 levels of [ and {; re-export the model"),
     ("manifest-nan", "nan-manifest", _ids(3), "{dir}/manifest.json is not valid JSON"),
     ("manifest-not-object", "list-manifest", _ids(3), "{dir}/manifest.json lacks a field this runner needs"),
+    ("no-tokenizer", "no-tokenizer", _ids(3),
+     "{dir}/tokenizer.json is listed in manifest.json but missing; re-export the model"),
+    ("no-hashes", "no-hashes", _ids(3),
+     "{dir}/manifest.json has no valid 'files' list of hashes: it was edited; re-export the model"),
 ]
+
+
+def rehash_model(art: Path) -> None:
+    """Record a replaced model.pt's hash in manifest.json, so the checks after the hashes are reached."""
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["sha256"] = manifest["files"]["model.pt"] = sha256_file(art / "model.pt")
+    (art / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("setup,payload,message", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
@@ -240,6 +254,7 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
             (art / "model.pt").unlink()
         elif setup == "gpt2-model":
             shutil.copy(artifacts("gpt2", "dynamic") / "model.pt", art / "model.pt")
+            rehash_model(art)
         elif setup == "dynamic-model":
             shutil.copy(artifacts("bert", "dynamic") / "model.pt", art / "model.pt")
         elif setup == "deep-manifest":
@@ -248,6 +263,13 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
             (art / "manifest.json").write_text((art / "manifest.json").read_text().replace('"max_length": 64', '"max_length": NaN'))
         elif setup == "list-manifest":
             (art / "manifest.json").write_text("[1, 2]")
+            rehash_model(art)
+        elif setup == "no-tokenizer":
+            (art / "tokenizer.json").unlink()
+        elif setup == "no-hashes":
+            manifest = json.loads((art / "manifest.json").read_text())
+            del manifest["files"]
+            (art / "manifest.json").write_text(json.dumps(manifest))
     proc = run_cpp(runner, art, payload if isinstance(payload, str) else json.dumps(payload))
     assert proc.returncode == 1, (proc.returncode, proc.stdout[:200], proc.stderr)
     assert proc.stdout == ""
@@ -255,6 +277,74 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ")
     assert message.replace("{dir}", str(art)) in lines[0]
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model.pt", "tokenizer_config.json"])
+@pytest.mark.cpp
+@pytest.mark.slow
+def test_runner_refuses_a_tampered_file_by_name(runner, artifacts, tmp_path, name):
+    art = tmp_path / "art"
+    shutil.copytree(artifacts("bert", "buckets"), art)
+    data = bytearray((art / name).read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit: the file still parses, only its hash tells
+    (art / name).write_bytes(bytes(data))
+    proc = run_cpp(runner, art, json.dumps(_ids(3)))
+    assert proc.returncode == 1 and proc.stdout == ""
+    want = (rf"error: {re.escape(str(art / name))} sha256 {sha256_file(art / name)[:16]}\.\.\. does not match "
+            rf"manifest\.json \({json.loads((art / 'manifest.json').read_text())['files'][name][:16]}\.\.\.\): the "
+            r"file was modified or replaced; re-export it")
+    assert re.fullmatch(want, proc.stderr.strip()), proc.stderr
+
+
+@pytest.mark.cpp
+@pytest.mark.slow
+def test_cpp_sha256_equals_hashlib(runner, artifacts, tmp_path):
+    """Files of every length around SHA-256's 64-byte blocks and its 56-byte padding edge, and 1 MiB
+    buffers, listed in the manifest with hashlib's digests: the C++ loader must accept them all."""
+    art = tmp_path / "art"
+    shutil.copytree(artifacts("bert", "buckets"), art)
+    g = torch.Generator().manual_seed(0)
+    sizes = [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 57]
+    for n in sizes:
+        (art / f"edge-{n}.bin").write_bytes(bytes(torch.randint(0, 256, (n,), generator=g, dtype=torch.uint8).tolist()))
+    artifact.seal(art, torch.jit.load(str(art / "model.pt")), artifact.read_manifest(art))
+    assert {f"edge-{n}.bin" for n in sizes} <= set(json.loads((art / "manifest.json").read_text())["files"])
+    ok = run_cpp(runner, art, json.dumps(_ids(3)))
+    assert ok.returncode == 0, ok.stderr
+    assert hts.load(art).run(**{k: torch.tensor(v) for k, v in _ids(3).items()})  # Python's verify agrees
+
+    # A one-bit change in the file that needs the extra padding block is caught and named.
+    edge = art / "edge-56.bin"
+    edge.write_bytes(bytes([edge.read_bytes()[0] ^ 0x80]) + edge.read_bytes()[1:])
+    bad = run_cpp(runner, art, json.dumps(_ids(3)))
+    assert bad.returncode == 1 and f"error: {edge} sha256 " in bad.stderr, bad.stderr
+
+
+@pytest.mark.cpp
+@pytest.mark.slow
+def test_embed_example_on_naive_tokenizer_ids_equals_sentence_transformers(runner, minilm_artifact, minilm_dir):
+    """docs/cpp.md as written: ids from Tokenizer.from_file(OUT/tokenizer.json).encode(text), nothing
+    configured, fed to the embed example; a short text and a 245-token one (past the source's 128)."""
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_artifact / "tokenizer.json"))
+    words = "the quick brown fox jumps over the lazy dog while music plays in the city".split()
+    long_text = ""
+    while len(tok.encode(long_text).ids) < 245:
+        long_text = (long_text + " " + words[len(long_text.split()) % len(words)]).strip()
+    texts = ["A man is eating food.", long_text]
+    lengths = [len(tok.encode(t).ids) for t in texts]
+    assert lengths[1] == 245 and lengths[0] < 16
+    want = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, convert_to_tensor=True).float()
+    for text, w in zip(texts, want):
+        ids = [str(i) for i in tok.encode(text).ids]
+        proc = subprocess.run([str(runner.parent / EXAMPLE), str(minilm_artifact), *ids], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        got = torch.tensor([float(x) for x in proc.stdout.split()])
+        cos = float(torch.nn.functional.cosine_similarity(got, w, dim=0))
+        assert cos >= 0.9999, (len(ids), cos)
 
 
 @pytest.mark.cpp

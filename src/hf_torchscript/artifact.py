@@ -96,7 +96,17 @@ def roundtrip(module, staging: Path):
 def write_artifact(staging: Path, module, manifest: dict, tokenizer=None) -> dict:
     """Write tokenizer files, model.pt (manifest embedded) and manifest.json into ``staging``; returns the manifest."""
     save_tokenizer(tokenizer, staging, manifest)
-    files = {f.name: sha256_file(f) for f in sorted(staging.iterdir()) if f.is_file()}
+    return seal(staging, module, manifest)
+
+
+def seal(staging: Path, module, manifest: dict) -> dict:
+    """Hash the other files, then write model.pt (manifest embedded) and manifest.json; returns the manifest.
+
+    Called again when the manifest changes after a check that reads the written artifact (the text
+    check), so model.pt's embedded copy always equals manifest.json.
+    """
+    files = {f.name: sha256_file(f) for f in sorted(staging.iterdir())
+             if f.is_file() and f.name not in (MODEL_FILE, MANIFEST_FILE)}
     manifest["files"] = files
     save_module(module, staging / MODEL_FILE, manifest)
     manifest["sha256"] = sha256_file(staging / MODEL_FILE)

@@ -239,6 +239,8 @@ def cmd_info(a) -> int:
             f"rtol {v.get('rtol')}, max abs diff {diffs}"
             if v.get("ran", True) else f"not run ({v.get('note')})"
         ),
+        "text check    " + (v["text"]["summary"].removeprefix("text check ") if v.get("text")
+                             else "- (exported before text checks existed)"),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
         "versions      " + ", ".join(f"{k} {x}" for k, x in (m.get("versions") or {}).items()),
     ]

@@ -6,6 +6,7 @@
     shapes.build         trace every shape a strategy needs (backends/), one scripted dispatcher
     parity.run_grid      the proof, on the saved-and-reloaded module; fall back or fail
     artifact.*           manifest, files with their hashes, atomic commit
+    textcheck            real texts through the written tokenizer.json + model.pt vs the reference library
 
 This module only orchestrates them; see docs/architecture.md for where new things go.
 """
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, parity, shapes
+from . import artifact, parity, shapes, textcheck
 from .atomic import check_space, interruptible, write_error
 from .backends import get_backend
 from .errors import OptionError, ValidationError
@@ -90,6 +91,13 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         info["reason"] = shapes.reason(strategy, options.shapes, report, attempts, backend)
         manifest = artifact.build_manifest(p, backend, report, info, tracer_warnings, tolerance)
         artifact.write_artifact(staging, module, manifest, src.tokenizer)
+        # Real texts through the written tokenizer.json and model.pt, as a user runs them; the
+        # result goes into the manifest model.pt embeds, so the staged artifact is sealed again.
+        text = textcheck.check_texts(p, staging, tolerance) if report.ran else textcheck.not_run(report.note)
+        report.text = manifest["validation"]["text"] = text.to_json()
+        if text.ran and not text.passed:
+            raise ValidationError(text.error_message(f"the exported {strategy} artifact"), report)
+        artifact.seal(staging, module, manifest)
         artifact.commit(staging, output_dir, force)
     except OSError as e:  # disk full, I/O error, permissions changed meanwhile: one line, earlier artifact kept
         shutil.rmtree(staging, ignore_errors=True)

@@ -109,21 +109,26 @@ class ValidationReport:
     thresholds: dict = field(default_factory=dict)
     note: str | None = None
     ran: bool = True  # False: the module could not be executed here (e.g. compiled for a Neuron device)
+    text: dict | None = None  # the text check's record (textcheck.TextReport.to_json()), once it ran
+
+    def _text_summary(self) -> str:
+        return f"; {self.text['summary']}" if self.text else ""
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
         if not self.ran:
-            return f"validation not run: {self.note}"
+            return f"validation not run: {self.note}{self._text_summary()}"
         # Never "passed" next to an inf/NaN difference or an empty grid, whatever set ``passed``.
         ok = self.passed and bool(self.cases) and all(math.isfinite(v) for v in self.max_abs_diff.values())
         head = "passed" if ok else "FAILED"
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in self.max_abs_diff.items())
         if self.mode == "cosine":
             cos = ", ".join(f"{k} {v:.5f}" for k, v in self.min_cosine.items())
-            return f"validation {head} ({self.mode}): {len(self.cases)} cases, min cosine {cos}; max abs diff {diffs}"
-        return f"validation {head}: {len(self.cases)} cases, max abs diff {diffs}"
+            return (f"validation {head} ({self.mode}): {len(self.cases)} cases, min cosine {cos}; max abs diff {diffs}"
+                    f"{self._text_summary()}")
+        return f"validation {head}: {len(self.cases)} cases, max abs diff {diffs}{self._text_summary()}"
 
     def failure_text(self, limit: int = 20) -> str:
         lines = [f"- {f}" for f in self.failures[:limit]]

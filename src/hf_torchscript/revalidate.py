@@ -1,4 +1,4 @@
-"""Re-run an artifact's validation grid against the eager model (``hf-torchscript validate``)."""
+"""Re-run an artifact's validation grid and text check against the eager model (``hf-torchscript validate``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from .backends import get_backend
 from .errors import ArtifactError, ValidationError
 from .options import ExportOptions
 from .source import load_source
-from .parity import ValidationReport
+from .parity import ValidationReport, tolerance_for
+from .textcheck import check_texts
 
 
 def validate(directory, model, *, atol: float | None = None, rtol: float | None = None,
              allow_pickle: bool = False, trust_remote_code: bool = False) -> ValidationReport:
-    """Check an exported artifact against the eager model it came from, on the artifact's grid.
+    """Check an exported artifact against the eager model it came from: the artifact's grid, then real texts.
 
     Args:
         directory: the artifact directory.
@@ -69,4 +70,9 @@ def validate(directory, model, *, atol: float | None = None, rtol: float | None 
             f"({', '.join(f'{k} {v:g}' for k, v in report.thresholds.items())})\n{report.failure_text()}",
             report,
         )
+    tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)
+    text = check_texts(p, directory, tolerance)
+    report.text = text.to_json()
+    if text.ran and not text.passed:
+        raise ValidationError(text.error_message(str(directory)), report)
     return report
