@@ -321,11 +321,17 @@ class _Run:
 
         with quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            st = sentence_transformers.SentenceTransformer(str(self.p.source.path), device="cpu")
+            try:
+                st = sentence_transformers.SentenceTransformer(str(self.p.source.path), device="cpu")
+            except Exception as e:  # a folder our loader reads but its own does not (e.g. an older Pooling config)
+                self.st_error = f"sentence-transformers could not load the folder: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                return None
         st.max_seq_length = self.L  # the artifact's truncation (sentence-transformers' own unless --max-length)
         return st, sentence_transformers.__version__
 
     def no_st_reason(self) -> str:
+        if getattr(self, "st_error", None):
+            return self.st_error
         if self.p.source.path is None:
             return "an in-memory model has no sentence-transformers folder to load"
         if self.p.source.newly_initialized:
