@@ -148,6 +148,31 @@ def test_feature_extraction_strips_padding(exported):
         torch.testing.assert_close(row["last_hidden_state"], eager.last_hidden_state[i, :n], atol=1e-4, rtol=1e-4)
 
 
+def test_token_type_ids_may_be_left_out_like_in_transformers(exported):
+    """The README's raw-tensor call: input_ids + attention_mask only, on a BERT artifact that takes
+    token_type_ids too. transformers fills zeros then; so must the artifact (by name and positionally)."""
+    src, out, model, tok = exported("bert", "text-classification")
+    art = hts.load(out)
+    manifest_inputs = {i["name"]: i.get("default") for i in art.manifest["inputs"]}
+    assert manifest_inputs == {"input_ids": None, "attention_mask": None, "token_type_ids": "zeros"}
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    assert (enc["attention_mask"] == 0).any()  # a padded batch
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits  # transformers' own default
+    by_name = art(input_ids=ids, attention_mask=mask)["logits"]
+    positional = art.run(ids, mask)["logits"]
+    torch.testing.assert_close(by_name, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(positional, want, atol=1e-4, rtol=1e-4)
+    # A non-zero segment must still be honoured when given (the default is not forced).
+    types = torch.ones_like(ids) * mask
+    with torch.no_grad():
+        want_types = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    torch.testing.assert_close(art(input_ids=ids, attention_mask=mask, token_type_ids=types)["logits"], want_types,
+                               atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(want_types, want, atol=1e-4)  # the check above can fail
+
+
 def test_tensor_only_artifact_says_how_to_call_it(tmp_path):
     from models import tiny_config
     from transformers import AutoModel
