@@ -20,7 +20,7 @@ def _flags(command: str) -> set[str]:
 
 
 # Flags of the command that are not export options (where the artifact goes, whether to replace it).
-NOT_OPTIONS = {"export": {"--force"}, "validate": {"--model"}}
+NOT_OPTIONS = {"export": {"--force", "--quiet"}, "validate": {"--model", "--quiet"}}
 
 
 @pytest.mark.parametrize("command", ["export", "validate"])

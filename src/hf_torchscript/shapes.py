@@ -24,6 +24,7 @@ import torch
 from .compat import traceable
 from .errors import ShapeError, TraceError, option
 from .progress import report as tell
+from .source import quiet_transformers
 from .inputs import InputSpec
 from .options import DEFAULT_SHAPES
 
@@ -356,7 +357,9 @@ def optimize_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
 
 def _trace_one(p, backend, batch: int, length: int, sink: list[str]):
     example = p.example(batch, length, p.options.seed)
-    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+    # quiet_transformers: torch.jit.trace probes every attribute of every submodule, which makes
+    # transformers log advisories about properties nobody uses here (loss_function's "loss_type=None").
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad(), quiet_transformers():
         warnings.simplefilter("always", torch.jit.TracerWarning)
         try:
             with traceable():  # transformers 4.x attention masks, see compat.py
