@@ -131,7 +131,9 @@ def _pyproject_requirements(extras: list[str]) -> list[str]:
 
 def _install_step(step: str) -> bool:
     """Check what one install step of a chain would install; False if ``step`` is not an install step."""
-    words = shlex.split(step)
+    if not re.match(r"\s*(python3\.11 -m venv |\. |pip install )", step):
+        return False
+    words = shlex.split(step, comments=True)
     if words[:3] == ["python3.11", "-m", "venv"]:
         assert sys.prefix != sys.base_prefix, "these tests run outside a virtual environment"
         return True
