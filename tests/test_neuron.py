@@ -202,7 +202,7 @@ def test_dynamic_shapes_are_refused_for_neuron_backends(tiny_model_dir, tmp_path
     rc = main(["export", str(tiny_model_dir("bert")), str(tmp_path / "out"), "--backend", "neuronx",
                "--shapes", "dynamic"])
     assert rc == 1
-    assert "error: backend neuronx compiles static shapes; use --shapes buckets or static" in capsys.readouterr().err
+    assert "error: backend neuronx compiles static shapes; use --shapes buckets or --shapes static" in capsys.readouterr().err
     with pytest.raises(ShapeError, match="backend neuron compiles static shapes"):
         hts.ExportOptions(backend="neuron", shapes="dynamic")
 

@@ -7,6 +7,8 @@ The JSON of ``run --json`` (documented in docs/cli.md; the schema name changes i
      "results": [{"input": {"text": ..., "pair"?: ..., "choices"?: [...]}, "output": {...}}, ...],
      "similarity": [[...]] | null, "warnings": [...]}
 
+``hf-torchscript serve`` answers POST / with the same document (``run_document``).
+
 ``output`` per task: feature-extraction {"tokens", "outputs": {name: {"shape", "data"}}};
 sentence-embedding {"embedding", "dimension", "norm"}; fill-mask {"masks": [[prediction, ...] per mask]};
 text-classification {"label", "score", "scores": {label: p}}; token-classification {"tokens": [{"token",
@@ -77,9 +79,14 @@ def cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
 
 def dumps(doc) -> tuple[str, int]:
     """Strict JSON (non-finite floats -> null) with lists of numbers on one line; returns (text, nulls written)."""
+    clean, nulls = strict(doc)
+    return _dumps(clean), nulls
+
+
+def strict(doc) -> tuple[object, int]:
+    """``doc`` with every NaN/infinite float replaced by None (valid JSON); returns (doc, how many)."""
     count = [0]
-    clean = _finite(doc, count)
-    return _dumps(clean), count[0]
+    return _finite(doc, count), count[0]
 
 
 def _finite(x, count):

@@ -23,6 +23,7 @@ _CLI_SPELLING = {
     ("verify", False): "--no-verify",
     ("truncation", "error"): "--no-truncate",
     ("truncation", "warn"): "no --no-truncate",
+    ("use_ray", True): "--ray",  # hf_torchscript.ray.map_file(use_ray=True) is `map --ray`
 }
 
 
