@@ -48,8 +48,8 @@ def test_export_reports_each_step_to_the_callback_and_never_prints(tiny_model_di
     result = hts.export(src, tmp_path / "o", shapes="buckets", buckets=(16, 32, 64), progress=steps.append)
     assert capsys.readouterr() == ("", "")  # the library prints nothing itself
     stages = [s.stage for s in steps]
-    assert stages[:2] == ["load", "prepare"] and stages[-1] == "save"
-    order = {"load": 0, "prepare": 1, "trace": 2, "validate": 3, "save": 4}
+    assert stages[:2] == ["load", "prepare"] and stages[-2:] == ["save", "text check"]
+    order = {"load": 0, "prepare": 1, "trace": 2, "validate": 3, "save": 4, "text check": 5}
     assert [order[s] for s in stages] == sorted(order[s] for s in stages)  # one pass, in flow order
     traces = [s for s in steps if s.stage == "trace"]
     assert [(s.done, s.total) for s in traces] == [(0, 3), (1, 3), (2, 3), (3, 3)]
@@ -63,7 +63,7 @@ def test_validate_reports_progress(tiny_model_dir, tmp_path):
     hts.export(tiny_model_dir("bert"), tmp_path / "o")
     steps: list[Step] = []
     report = hts.validate(tmp_path / "o", tiny_model_dir("bert"), progress=steps.append)
-    assert [s.stage for s in steps][:3] == ["load", "load", "prepare"]
+    assert [s.stage for s in steps][:3] == ["load", "load", "prepare"] and steps[-1].stage == "text check"
     assert sum(s.stage == "validate" for s in steps) == len(report.cases)
 
 

@@ -203,7 +203,7 @@ def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
     if not manifest.get("sha256"):
         raise ArtifactError(
             f"{d / MANIFEST_FILE} records no sha256 for {MODEL_FILE}, so it cannot be verified; re-export the model, "
-            "or pass verify=False (--no-verify) to load it unchecked"
+            f"or pass {option('verify', False)} to load it unchecked"
         )
     files = manifest.get("files") if manifest.get("format_version", 1) >= 2 else {MODEL_FILE: manifest.get("sha256")}
     if not isinstance(files, dict) or files.get(MODEL_FILE) != manifest.get("sha256"):

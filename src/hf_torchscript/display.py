@@ -290,8 +290,8 @@ def validation_lines(manifest: dict) -> list[str]:
             f"{_per_output(m['max_abs_diff'], '.2e')}",
         ]
     text = next((c for c in summary["checks"] if c["check"] == "text"), None)
-    if text is not None:
-        lines.append("text check    " + str(text.get("summary", "")).removeprefix("text check "))
+    lines.append("text check    " + (str(text.get("summary", "")).removeprefix("text check ") if text is not None
+                                     else "- (exported before text checks existed)"))
     if summary.get("untrained_weights"):
         new = summary["untrained_weights"]
         lines.append(f"weights       UNTRAINED: {len(new)} tensors were not in the checkpoint and are random "

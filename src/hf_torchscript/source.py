@@ -239,7 +239,7 @@ def read_pooling(path: Path) -> dict | None:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return None
-    fix = "fix it, or remove modules.json to export the plain transformer (--task feature-extraction)"
+    fix = f"fix it, or remove modules.json to export the plain transformer ({option('task', 'feature-extraction')})"
     modules = read_json_file(modules_file, list, fix)
     pooling = None
     normalize = False
@@ -384,7 +384,7 @@ def _mismatch_message(path: Path, mismatched) -> str:
     return (
         f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
         "differ); fix config.json (hidden_size, vocab_size, ...) or re-save the model with save_pretrained "
-        "(--allow-new-weights would initialise them at random instead)"
+        f"({option('allow_new_weights', True)} would initialise them at random instead)"
     )
 
 
