@@ -2,7 +2,7 @@
 // C++ and run it with named, checked inputs. Header-only; needs libtorch and nlohmann/json.
 //
 //     hf_torchscript::Model model("out/");                  // loads and cross-checks the artifact
-//     auto outputs = model.run({{"input_ids", ids}, {"attention_mask", mask}, ...});
+//     auto outputs = model.run({{"input_ids", ids}, {"attention_mask", mask}});  // token_type_ids: zeros
 //     torch::Tensor emb = outputs.at("sentence_embedding");  // (batch_size, 384)
 //
 // Every failure (missing files, a file whose sha256 differs from manifest.json, a manifest that
@@ -35,11 +35,13 @@ class Error : public std::runtime_error {
 };
 
 // One entry of the manifest's "inputs" or "outputs": name, dtype ("int64", "float32", ...) and
-// shape, whose axes are names ("batch_size", "sequence_length") or fixed sizes (384).
+// shape, whose axes are names ("batch_size", "sequence_length") or fixed sizes (384); an input's
+// "default" ("zeros" for token_type_ids) says it may be left out of Model::run.
 struct TensorSpec {
   std::string name;
   std::string dtype;
   std::vector<nlohmann::json> shape;
+  std::string default_value;  // "" (required) or "zeros"
 };
 
 using NamedTensors = std::map<std::string, torch::Tensor>;
@@ -304,20 +306,23 @@ class Model {
   std::vector<std::string> input_names() const { return names(inputs_); }
   std::vector<std::string> output_names() const { return names(outputs_); }
 
-  // Runs forward with inputs by name (every manifest input, no others); returns outputs by name.
+  // Runs forward with inputs by name; returns outputs by name. Every manifest input is needed except
+  // those with a "default" (token_type_ids), which are filled as transformers fills them: zeros shaped
+  // like a given input with the same axes.
   NamedTensors run(const NamedTensors& inputs) {
     std::vector<std::string> unknown, missing;
     for (const auto& kv : inputs)
       if (!has_input(kv.first)) unknown.push_back(kv.first);
     for (const auto& spec : inputs_)
-      if (!inputs.count(spec.name)) missing.push_back(spec.name);
+      if (!inputs.count(spec.name) && spec.default_value.empty()) missing.push_back(spec.name);
     if (!unknown.empty())
-      throw Error("unknown input(s) " + join(unknown) + "; this artifact takes " + join(input_names()));
+      throw Error("unknown input(s) " + join(unknown) + "; this artifact takes " + takes());
     if (!missing.empty())
-      throw Error("missing input(s) " + join(missing) + "; this artifact takes " + join(input_names()) +
+      throw Error("missing input(s) " + join(missing) + "; this artifact takes " + takes() +
                   " (pad rows with each input's pad_value from manifest.json)");
     std::vector<torch::Tensor> positional;
-    for (const auto& spec : inputs_) positional.push_back(inputs.at(spec.name));
+    for (const auto& spec : inputs_)
+      positional.push_back(inputs.count(spec.name) ? inputs.at(spec.name) : default_input(spec, inputs));
     auto out = run_positional(positional);
     NamedTensors named;
     for (size_t i = 0; i < outputs_.size(); ++i) named[outputs_[i].name] = out[i];
@@ -377,6 +382,24 @@ class Model {
     return out;
   }
 
+  // "input_ids, attention_mask, token_type_ids (token_type_ids: zeros if left out)"
+  std::string takes() const {
+    std::vector<std::string> defaults;
+    for (const auto& s : inputs_)
+      if (!s.default_value.empty()) defaults.push_back(s.name + ": " + s.default_value);
+    return join(input_names()) + (defaults.empty() ? "" : " (" + join(defaults, "; ") + " if left out)");
+  }
+
+  torch::Tensor default_input(const TensorSpec& spec, const NamedTensors& given) const {
+    for (const auto& other : inputs_)
+      if (other.shape == spec.shape && given.count(other.name) && given.at(other.name).defined()) {
+        const auto& like = given.at(other.name);
+        if (spec.default_value == "zeros")
+          return torch::zeros(like.sizes(), torch::TensorOptions().dtype(scalar_type(spec.dtype)).device(like.device()));
+      }
+    throw Error("missing input " + spec.name + "; this artifact takes " + takes());
+  }
+
   bool has_input(const std::string& name) const {
     for (const auto& s : inputs_)
       if (s.name == name) return true;
@@ -393,7 +416,7 @@ class Model {
         auto& specs = std::string(which) == "inputs" ? inputs_ : outputs_;
         for (const auto& s : manifest_.at(which))
           specs.push_back({s.at("name").get<std::string>(), s.at("dtype").get<std::string>(),
-                           s.at("shape").get<std::vector<nlohmann::json>>()});
+                           s.at("shape").get<std::vector<nlohmann::json>>(), s.value("default", std::string())});
       }
       task_ = manifest_.at("task").get<std::string>();
       max_length_ = manifest_.at("max_length").get<int64_t>();

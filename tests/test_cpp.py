@@ -135,6 +135,22 @@ def test_runner_matches_eager(runner, artifacts, tiny_model_dir, model_type, sha
     assert_matches_eager(tiny_model_dir(model_type), artifact, got, batch, lengths)
 
 
+@pytest.mark.cpp
+@pytest.mark.slow
+def test_runner_fills_left_out_token_type_ids_like_transformers(runner, artifacts, tiny_model_dir):
+    """token_type_ids has "default": "zeros" in the manifest: left out, the runner (Model::run) fills zeros,
+    which is what the eager model does when it is not passed."""
+    artifact = artifacts("bert", "buckets")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert {i["name"]: i.get("default") for i in manifest["inputs"]} == {
+        "input_ids": None, "attention_mask": None, "token_type_ids": "zeros"}
+    lengths = [11, 4]
+    batch = padded_batch(manifest, lengths, seed=7)
+    del batch["token_type_ids"]
+    got = outputs_of(run_cpp(runner, artifact, batch))
+    assert_matches_eager(tiny_model_dir("bert"), artifact, got, batch, lengths)
+
+
 TEXTS = ["A man is eating food.", "The sky is blue over the city by the river tonight.", "Paris"]
 
 
@@ -200,8 +216,9 @@ ERRORS = [
     ("wrong-rank", "ok", {**_ids(3), "input_ids": [5, 6, 7]},
      "input input_ids must have rank 2 (batch_size, sequence_length), got shape [3]"),
     ("too-long", "ok", _ids(70), "input length 70 exceeds the maximum 64"),
-    ("missing-input", "ok", _ids(3, types=False),
-     "missing input(s) token_type_ids; this artifact takes input_ids, attention_mask, token_type_ids"),
+    ("missing-input", "ok", {"input_ids": [[5, 6, 7]], "token_type_ids": [[0, 0, 0]]},
+     "missing input(s) attention_mask; this artifact takes input_ids, attention_mask, token_type_ids "
+     "(token_type_ids: zeros if left out)"),
     ("unknown-input", "ok", {**_ids(3), "position_ids": [[0, 1, 2]]},
      "unknown input(s) position_ids; this artifact takes input_ids, attention_mask, token_type_ids"),
     ("ragged", "ok", {**_ids(3), "attention_mask": [[1, 1, 1], [1, 1]]},

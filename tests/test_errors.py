@@ -57,7 +57,7 @@ def test_output_dir_not_empty_needs_force(tiny_model_dir, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(hts.ArtifactError, match="exists and is not empty; pass --force"):
+    with pytest.raises(hts.ArtifactError, match=r"exists and is not empty; pass force=True to replace it"):
         hts.export(tiny_model_dir("bert"), out)
     assert (out / "keep.txt").read_text() == "mine"
     # --force replaces only an empty directory or an earlier artifact, never someone's files.
@@ -85,7 +85,7 @@ def test_pickle_weights_refused_unless_allowed(tiny_model_dir, tmp_path):
                 shutil.copy(f, src / f.name)
         torch.save(model.state_dict(), src / "pytorch_model.bin")
     (src / "model.safetensors").unlink(missing_ok=True)
-    with pytest.raises(hts.SourceError, match=r"weights only as pickle \(pytorch_model.bin\).*pass --allow-pickle"):
+    with pytest.raises(hts.SourceError, match=r"weights only as pickle \(pytorch_model.bin\).*pass allow_pickle=True if you trust"):
         hts.export(src, tmp_path / "o")
     result = hts.export(src, tmp_path / "o", allow_pickle=True)
     assert result.manifest["source"]["weights"] == "pickle"
@@ -97,7 +97,7 @@ def test_remote_code_refused_unless_trusted(tiny_model_dir, tmp_path):
     cfg = json.loads((src / "config.json").read_text())
     cfg["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
     (src / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(hts.SourceError, match="needs custom code from the model repository.*--trust-remote-code"):
+    with pytest.raises(hts.SourceError, match="needs custom code from the model repository.*pass trust_remote_code=True"):
         hts.export(src, tmp_path / "o")
 
 
@@ -170,8 +170,15 @@ def test_wrong_rank_dtype_and_mismatched_shapes_at_run_time(artifact_dir):
         module(ids, ones.int(), ones)
     with pytest.raises(hts.InputError, match="is empty"):
         model.run(input_ids=ids[:, :0], attention_mask=ones[:, :0], token_type_ids=ones[:, :0])
-    with pytest.raises(hts.InputError, match="inputs .*'token_type_ids'.* do not match this artifact; it takes input_ids, attention_mask, token_type_ids"):
-        model.run(input_ids=ids, attention_mask=ones)
+    takes = r"this artifact takes input_ids, attention_mask, token_type_ids \(token_type_ids: zeros if left out\)"
+    with pytest.raises(hts.InputError, match="^missing input attention_mask; " + takes):
+        model.run(input_ids=ids, token_type_ids=ones)
+    with pytest.raises(hts.InputError, match="^missing inputs input_ids, attention_mask; " + takes):
+        model.run(token_type_ids=ones)
+    with pytest.raises(hts.InputError, match="^unknown input position_ids; " + takes):
+        model.run(input_ids=ids, attention_mask=ones, position_ids=ones)
+    with pytest.raises(hts.InputError, match="^expected at most 3 tensors"):
+        model.run(ids, ones, ones, ones)
 
 
 def test_length_zero_and_over_limit_raise_inside_torchscript(artifact_dir):
@@ -220,11 +227,11 @@ def test_interrupted_export_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch
     "kwargs,message",
     [
         ({"batch_size": 0}, "batch size must be >= 1, got 0"),
-        ({"buckets": (32, 16)}, r"buckets must be strictly increasing, got \[32, 16\]; sort them, e.g. --buckets 16,32"),
+        ({"buckets": (32, 16)}, r"buckets must be strictly increasing, got \[32, 16\]; sort them, e.g. buckets=\(16, 32\)"),
         ({"buckets": (16, 16)}, "buckets must be strictly increasing"),
         ({"buckets": ()}, "buckets are empty"),
-        ({"shapes": "static", "buckets": (16,)}, "--buckets only applies to --shapes buckets"),
-        ({"static_batch": True}, "--static-batch needs --shapes static"),
+        ({"shapes": "static", "buckets": (16,)}, "buckets only applies to shapes='buckets'"),
+        ({"static_batch": True}, "static_batch=True needs shapes='static'"),
         ({"shapes": "elastic"}, "unknown shape strategy 'elastic'; choose one of auto, dynamic, buckets, static"),
         ({"sequence_length": 0}, "sequence length must be >= 1"),
         ({"dtype": "int4"}, "unknown dtype 'int4'"),

@@ -333,7 +333,7 @@ CASES = [
     Case("force-foreign-manifest", E("--force"), r"is not an hf-torchscript artifact", put("out/manifest.json", {"producer": "someone-else"})),
     Case("force-garbage-manifest", E("--force"), r"is not an hf-torchscript artifact", put("out/manifest.json", "{not json")),
     Case("force-manifest-list", E("--force"), r"is not an hf-torchscript artifact", put("out/manifest.json", [1, 2])),
-    Case("not-empty-no-force", E(), r"OUTPUT_DIR '.*out' exists and is not empty; pass --force \(force=True\) to replace it", put("out/notes.txt", "x")),
+    Case("not-empty-no-force", E(), r"OUTPUT_DIR '.*out' exists and is not empty; pass --force to replace it", put("out/notes.txt", "x")),
     Case("artifact-no-force", E(out="art"), r"OUTPUT_DIR 'art' exists and is not empty; pass --force"),
     Case("out-symlink-to-empty-dir", E("--force", out="link"), r"OUTPUT_DIR 'link' is a symlink to 'real'; export replaces OUTPUT_DIR itself",
          both(put("real/.keep", ""), symlink("link", "real"))),
@@ -661,7 +661,7 @@ def test_commit_without_force_refuses_an_output_dir_created_meanwhile(base, tmp_
     staging = atomic.staging_dir(out)
     shutil.copytree(base["new"], staging, dirs_exist_ok=True)
     shutil.copytree(base["third"], out)  # another export got there first
-    with pytest.raises(hts.ArtifactError, match="exists and is not empty; pass --force"):
+    with pytest.raises(hts.ArtifactError, match="exists and is not empty; pass force=True to replace it"):
         artifact.commit(staging, out, force=False)
     assert which(out, base) == "third"
 
@@ -879,14 +879,15 @@ def test_run_prints_strict_json_with_nan_as_null(base, capsys, monkeypatch):
         return [{"tokens": ["a"], "last_hidden_state": torch.tensor([[float("nan"), float("inf"), 1.0]])}]
 
     monkeypatch.setattr(postprocess, "run_task", nan_rows)
-    code, err, out = run_cli(["run", base["old"], "a"], capsys)
-    assert code == 0 and err == ["warning: the model produced 2 NaN or infinite values; printed as null"]
+    code, err, out = run_cli(["run", base["old"], "a", "--json"], capsys)
+    assert code == 0 and err == ["warning: 2 NaN/infinite values were written as null"]
 
     def no_constants(name):
         raise AssertionError(f"{name} in output")
 
     data = json.loads(out, parse_constant=no_constants)
-    assert data[0]["last_hidden_state"] == [[None, None, 1.0]]
+    assert data["results"][0]["output"]["outputs"]["last_hidden_state"]["data"] == [[None, None, 1.0]]
+    assert data["warnings"] == ["2 NaN/infinite values were written as null"]
 
 
 def test_api_top_k_and_manifest_errors_are_typed(base, tmp_path):
@@ -1016,7 +1017,8 @@ def test_corrupted_artifacts_never_trace_back(data, base, tmp_path_factory, caps
         raw = bytearray()
     (d / name).write_bytes(bytes(raw))
     before = snapshot(base["src"], base["old"])
-    for argv in (["info", d], ["info", "--json", d], ["run", d, "the man eats bread"], ["run", d, "paris", "--no-verify"]):
+    for argv in (["info", d], ["info", "--json", d], ["run", d, "the man eats bread", "--json"],
+                 ["run", d, "paris", "--no-verify", "--json"]):
         code, err, out = run_cli(argv, capsys)
         _check_quiet_failure(code, err)
         if code == 0 and argv[0] == "run":

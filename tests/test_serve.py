@@ -53,10 +53,10 @@ def _call(url: str, body=None, *, raw: bytes | None = None, method: str | None =
         return e.code, json.loads(e.read())
 
 
-def _run_json(artifact, texts, capsys) -> dict:
-    """What `hf-torchscript run ARTIFACT TEXT...` prints: the local runtime, the schema serve must keep."""
+def _run_json(artifact, texts, capsys, *flags) -> dict:
+    """What `hf-torchscript run ARTIFACT TEXT... --json` prints: the local runtime, the schema serve must keep."""
     capsys.readouterr()
-    assert main(["run", str(artifact), *texts]) == 0
+    assert main(["run", str(artifact), *texts, "--json", *flags]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -71,7 +71,11 @@ def test_health_names_the_artifact(server, minilm_artifact):
 def test_one_request_gets_exactly_what_run_prints(server, minilm_artifact, capsys):
     status, body = _call(server + "/", {"texts": TEXTS[:3]})
     assert status == 200
-    assert body == _run_json(minilm_artifact, TEXTS[:3], capsys)  # alone in its batch: the same model call
+    want = _run_json(minilm_artifact, TEXTS[:3], capsys)
+    assert body == {**want, "artifact": body["artifact"]}  # alone in its batch: the same model call
+    assert body["artifact"] == str(minilm_artifact) and body["similarity"] is None
+    status, body = _call(server + "/", {"texts": TEXTS[:3], "similarity": True})
+    assert status == 200 and body["similarity"] == _run_json(minilm_artifact, TEXTS[:3], capsys, "--similarity")["similarity"]
 
 
 def _close(got, want, tol: float, path: str = "") -> None:
@@ -110,17 +114,15 @@ def test_concurrent_clients_get_the_local_runtime_answers_and_share_batches(serv
     for t in threads:
         t.join(timeout=300)
     assert not failures and len(answers) == 32
-    from hf_torchscript.cli import _jsonable
+    from hf_torchscript import display
 
-    model = hts.load(minilm_artifact)  # what `run` computes and prints (checked against `run` above)
+    model = hts.load(minilm_artifact)  # what `run --json` computes and prints (checked against `run` above)
     for key, texts in jobs.items():
         status, body = answers[key]
         assert status == 200, body
-        want = json.loads(json.dumps(_jsonable(model.task, texts, model(texts))))
-        # Embeddings are printed to 6 decimals, cosines to 4; a batch-mate may move the 7th.
-        _close({k: v for k, v in body.items() if k != "cosine_similarity"},
-               {k: v for k, v in want.items() if k != "cosine_similarity"}, 1.01e-6)
-        _close(body.get("cosine_similarity"), want.get("cosine_similarity"), 1.01e-4)
+        want = display.run_document(minilm_artifact, model.manifest, texts, display.run_output(model.task, model(texts)))
+        # Float32 values to 9 digits; a batch-mate changes the float sums in the last bits.
+        _close(body, json.loads(json.dumps(want)), 1.01e-6)
     status, health = _call(server + "/health")
     assert health["largest_batch"] > 2, health  # requests were merged: more texts than any one request sent
     assert health["batches"] < health["requests"], health
@@ -129,7 +131,7 @@ def test_concurrent_clients_get_the_local_runtime_answers_and_share_batches(serv
 @pytest.mark.parametrize("raw,status,message", [
     (b"{not json", 400, "the body is not valid JSON (Expecting property name enclosed in double quotes)"),
     (b'["a"]', 400, 'the body is a JSON array; send an object like {"texts": ["..."]}'),
-    (b'{"text": ["a"]}', 400, "unknown field 'text'; a request takes texts, pairs, top_k"),
+    (b'{"text": ["a"]}', 400, "unknown field 'text'; a request takes texts, pairs, top_k, similarity"),
     (b'{"top_k": 3}', 400, 'no "texts"; send {"texts": ["..."]}'),
     (b'{"texts": "a"}', 400, '"texts" must be a list of strings, got a JSON string'),
     (b'{"texts": []}', 400, '"texts" is empty; send at least one text'),
@@ -141,6 +143,7 @@ def test_concurrent_clients_get_the_local_runtime_answers_and_share_batches(serv
     (b'{"texts": ["a", "b"], "pairs": ["c"]}', 400, '"pairs" has 1 items for 2 texts; give one pair per text'),
     (b'{"texts": ["a"], "top_k": 0}', 400, '"top_k" must be an integer from 1 to 1000, got 0'),
     (b'{"texts": ["a"], "top_k": true}', 400, '"top_k" must be an integer from 1 to 1000, got true'),
+    (b'{"texts": ["a"], "similarity": "yes"}', 400, '"similarity" must be true or false, got "yes"'),
 ])
 def test_bad_requests_get_a_4xx_with_one_line(server, raw, status, message):
     got, body = _call(server + "/", raw=raw)
@@ -167,10 +170,12 @@ def test_a_request_the_runtime_refuses_fails_alone(tiny_artifact, capsys):
     assert isinstance(answers[1], hts.InputError)
     assert str(answers[1]) == "text 0 has no [MASK] token: 'no mask here'; put [MASK] where a word should be predicted"
     capsys.readouterr()
-    assert main(["run", str(art), *good, "--top-k", "3"]) == 0
+    assert main(["run", str(art), *good, "--top-k", "3", "--json"]) == 0
     assert json.loads(json.dumps(answers[0])) == json.loads(capsys.readouterr().out)
-    assert main(["run", str(art), good[0]]) == 0
+    assert main(["run", str(art), good[0], "--json"]) == 0
     assert json.loads(json.dumps(answers[2])) == json.loads(capsys.readouterr().out)
+    [refused] = server.run_jobs([_Job(good, None, 3, similarity=True)])
+    assert str(refused) == '"similarity" compares sentence embeddings; this artifact is fill-mask'
 
 
 @pytest.mark.slow
@@ -199,7 +204,7 @@ def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_p
         assert (status, health["max_batch_size"]) == (200, 4)
         assert _call(url + "/", {"texts": ["a"] * 5})[0] == 413
         status, body = _call(url + "/", {"texts": ["A man is eating food."]})
-        assert status == 200 and body["dimensions"] == 384
+        assert status == 200 and body["results"][0]["output"]["dimension"] == 384
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)

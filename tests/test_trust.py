@@ -29,7 +29,7 @@ def test_head_missing_from_the_checkpoint_is_refused_with_the_tasks_it_carries(m
     msg = str(e.value)
     assert "has no trained weights for" in msg and "tensors of the fill-mask model (cls.predictions." in msg
     assert "This checkpoint carries: sentence-embedding, feature-extraction" in msg
-    assert "--allow-new-weights" in msg
+    assert "pass allow_new_weights=True to export the untrained weights" in msg
     assert not (tmp_path / "o").exists()
 
 

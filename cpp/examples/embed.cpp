@@ -11,11 +11,10 @@ int main(int argc, char** argv) try {
   std::vector<int64_t> ids;
   for (int i = 2; i < argc; ++i) ids.push_back(std::stoll(argv[i]));  // ids from your tokenizer
   const auto n = static_cast<int64_t>(ids.size());
-  hf_torchscript::NamedTensors inputs;  // one tensor per name in manifest.json "inputs"
+  hf_torchscript::NamedTensors inputs;  // by the names in manifest.json "inputs"
   inputs["input_ids"] = torch::tensor(ids).reshape({1, n});
   inputs["attention_mask"] = torch::ones({1, n}, torch::kLong);
-  for (const auto& spec : model.inputs())  // BERT-like models also take token_type_ids
-    if (!inputs.count(spec.name)) inputs[spec.name] = torch::zeros({1, n}, torch::kLong);
+  // token_type_ids (BERT-like models) is left out: Model::run fills zeros, as transformers does.
   torch::Tensor embedding = model.run(inputs).at("sentence_embedding")[0];  // (384,), unit length
   std::cout.precision(9);  // float32 round trip
   for (int64_t i = 0; i < embedding.size(0); ++i) std::cout << (i ? " " : "") << embedding[i].item<float>();

@@ -2,7 +2,7 @@
 
     export(MODEL, OUT)   source -> prepare -> shapes/backends -> parity -> artifact (see exporter.py)
     load(OUT)            the artifact as an ExportedModel: torch + tokenizers only
-    validate(OUT, MODEL) re-run the proof against the eager model
+    validate(OUT)        re-run the proof against the eager model (the one the manifest records, or MODEL)
     benchmark(MODEL)     eager vs exported variants, one interleaved run
 
 Import cost is kept low: torch loads only when a verb runs, transformers only for export/validate.
@@ -51,10 +51,11 @@ __all__ = [
 ]
 
 
-def export(model, output_dir, *, task=None, tokenizer=None, force=False, options=None, **option_fields):
+def export(model, output_dir, *, task=None, tokenizer=None, force=False, options=None, progress=None, **option_fields):
     from .exporter import export as _export
 
-    return _export(model, output_dir, task=task, tokenizer=tokenizer, force=force, options=options, **option_fields)
+    return _export(model, output_dir, task=task, tokenizer=tokenizer, force=force, options=options, progress=progress,
+                   **option_fields)
 
 
 def _export_doc() -> str:
@@ -69,6 +70,8 @@ def _export_doc() -> str:
         "    tokenizer: a transformers tokenizer to ship with an in-memory model.",
         "    force: replace an earlier artifact in ``output_dir``.",
         "    options: an :class:`ExportOptions`; keywords below replace its fields.",
+        "    progress: called with a ``progress.Step`` as each step starts and advances (load, prepare, trace,",
+        "        validate, save); None (default) reports nothing. The library itself never prints.",
     ]
     for f in ExportOptions.fields():
         if f.name != "task":
@@ -100,6 +103,7 @@ export.__signature__ = _inspect.Signature(
         _inspect.Parameter("tokenizer", _inspect.Parameter.KEYWORD_ONLY, default=None),
         _inspect.Parameter("force", _inspect.Parameter.KEYWORD_ONLY, default=False),
         _inspect.Parameter("options", _inspect.Parameter.KEYWORD_ONLY, default=None),
+        _inspect.Parameter("progress", _inspect.Parameter.KEYWORD_ONLY, default=None),
         *(_inspect.Parameter(f.name, _inspect.Parameter.KEYWORD_ONLY, default=f.default)
           for f in ExportOptions.fields() if f.name != "task"),
     ]
@@ -130,15 +134,17 @@ def load(directory, *, verify: bool = True, truncation: str = "warn"):
     return _load(directory, verify=verify, truncation=truncation)
 
 
-def validate(directory, model, *, atol: float | None = None, rtol: float | None = None,
-             allow_pickle: bool = False, trust_remote_code: bool = False):
+def validate(directory, model=None, *, atol: float | None = None, rtol: float | None = None,
+             allow_pickle: bool = False, trust_remote_code: bool = False, progress=None):
     """Re-run an artifact's validation grid against the eager model it was exported from.
 
     Args:
         directory: the artifact directory.
-        model: the source model (path, cached/bundled id, or in-memory model).
+        model: the source model (path, cached/bundled id, or in-memory model); None: the one the manifest
+            records (``source``), found offline as export finds models.
         atol, rtol: fp32 tolerances; default: those recorded at export.
         allow_pickle, trust_remote_code: as for export.
+        progress: called with each ``progress.Step`` (None: silent).
 
     Returns:
         ValidationReport (also when it passed).
@@ -146,11 +152,12 @@ def validate(directory, model, *, atol: float | None = None, rtol: float | None 
     Raises:
         ValidationError: some output is out of tolerance (``.report`` has the details).
         ArtifactError: the artifact is tampered with or does not match the model's signature.
+        SourceError: ``model`` is None and the recorded model cannot be found offline.
     """
     from .revalidate import validate as _validate
 
     return _validate(directory, model, atol=atol, rtol=rtol, allow_pickle=allow_pickle,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, progress=progress)
 
 
 def benchmark(*args, **kwargs):

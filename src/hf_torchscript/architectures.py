@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedModelError, option
 from .tasks import TASKS
 
 ENCODER_TASKS = (
@@ -127,5 +127,5 @@ def check_task(arch: Architecture, task: str) -> None:
     if task not in arch.tasks:
         raise UnsupportedModelError(
             f"task {task!r} is not supported for {arch.model_type}; "
-            f"supported for {arch.model_type}: {', '.join(arch.tasks)} (pass one with --task)"
+            f"supported for {arch.model_type}: {', '.join(arch.tasks)} (pass one with {option('task')})"
         )

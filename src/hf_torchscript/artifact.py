@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, atomic
-from .errors import ArtifactError, SourceError
+from .errors import ArtifactError, SourceError, option
 from .schema import check_manifest
 
 # 2: ``files`` holds the sha256 of every file; 1 (round 1) hashed model.pt only and is still read.
@@ -203,7 +203,7 @@ def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
     if not manifest.get("sha256"):
         raise ArtifactError(
             f"{d / MANIFEST_FILE} records no sha256 for {MODEL_FILE}, so it cannot be verified; re-export the model, "
-            "or pass verify=False (--no-verify) to load it unchecked"
+            f"or pass {option('verify', False)} to load it unchecked"
         )
     files = manifest.get("files") if manifest.get("format_version", 1) >= 2 else {MODEL_FILE: manifest.get("sha256")}
     if not isinstance(files, dict) or files.get(MODEL_FILE) != manifest.get("sha256"):
@@ -216,7 +216,7 @@ def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
         if got != want:
             raise ArtifactError(
                 f"{path} sha256 {got[:16]}... does not match manifest.json ({str(want)[:16]}...): the file was "
-                "modified or replaced; re-export it, or pass verify=False (--no-verify) if you changed it on purpose"
+                f"modified or replaced; re-export it, or pass {option('verify', False)} if you changed it on purpose"
             )
     embedded = embedded_manifest(model_file)
     if embedded is not None and embedded != _embeddable(manifest):
@@ -275,7 +275,7 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
         "task": task.name,
         "model_type": config.model_type,
         "model_class": type(p.source.model).__name__,
-        "source": {"model": p.source.description, "weights": p.source.weights},
+        "source": _source(p.source),
         "inputs": [s.to_json() for s in p.specs],
         "outputs": [o.to_json() for o in p.outputs],
         "shapes": shapes_info,
@@ -309,6 +309,15 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
     if p.source.newly_initialized:
         m["newly_initialized_weights"] = p.source.newly_initialized
     return m
+
+
+def _source(src) -> dict:
+    out = {"model": src.description, "weights": src.weights}
+    if src.path is not None and Path(src.description).expanduser().exists():
+        # MODEL was a folder: its absolute path lets `validate OUT` find it again from another working
+        # directory. (A hub or bundled id is found again by its id.)
+        out["path"] = str(src.path.resolve())
+    return out
 
 
 def versions() -> dict:

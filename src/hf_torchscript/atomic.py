@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .errors import ArtifactError
+from .errors import ArtifactError, option
 
 PRODUCER = "hf-torchscript"
 MANIFEST_FILE = "manifest.json"
@@ -211,13 +211,13 @@ def check_destination(output_dir, force: bool, *, model: Path | None = None) -> 
         if non_empty:
             if not force:
                 raise ArtifactError(
-                    f"OUTPUT_DIR {str(out)!r} exists and is not empty; pass --force (force=True) to replace it, "
+                    f"OUTPUT_DIR {str(out)!r} exists and is not empty; pass {option('force', True)} to replace it, "
                     "or choose another directory"
                 )
             if not is_artifact(out):
                 raise ArtifactError(
                     f"OUTPUT_DIR {str(out)!r} is not empty and is not an hf-torchscript artifact (no manifest.json "
-                    "written by hf-torchscript); --force replaces only an empty directory or an earlier artifact: "
+                    f"written by hf-torchscript); {option('force', True)} replaces only an empty directory or an earlier artifact: "
                     "empty it yourself or choose another directory"
                 )
     parent = _existing_ancestor(resolved.parent)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import typing
@@ -76,14 +75,19 @@ def cmd_export(a) -> int:
 
     require_extra("export", "export", "transformers", "safetensors")  # now, not after loading half the stack
     from .exporter import export
+    from .progress import for_terminal
 
     before = _identity(a.output_dir)
+    progress = for_terminal(a.quiet)
     try:
-        result = export(a.model, a.output_dir, force=a.force, **option_values(a, "export"))
+        result = export(a.model, a.output_dir, force=a.force, progress=progress, **option_values(a, "export"))
     except KeyboardInterrupt as e:
         # The commit swaps directories, so OUTPUT_DIR is a different inode iff the new artifact landed.
         e.hts_written = _identity(a.output_dir) != before
         raise
+    finally:
+        if progress is not None:
+            progress.close()
     print(result)
     return 0
 
@@ -125,99 +129,144 @@ def cmd_bench(a) -> int:
 
 
 def cmd_run(a) -> int:
+    import torch
+
+    from . import display
     from .runtime import TruncationWarning, load
 
+    inputs = _run_inputs(a)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            _err(f"warning: {w.message}")
-    texts = list(a.texts)
-    if a.pair is not None:
-        if len(a.pair) != len(texts):
-            raise OptionError(f"--pair was given {len(a.pair)} times for {len(texts)} texts; give one --pair per text")
-        texts = list(zip(texts, a.pair))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TruncationWarning)
-        result = model(texts, top_k=a.top_k)
-    for w in caught:
-        _err(f"warning: {w.message}")
-    out, bad = _finite(_jsonable(model.task, texts, result))
-    if bad:
-        _err(f"warning: the model produced {bad} NaN or infinite values; printed as null")
-    print(_dumps(out))
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if a.similarity and model.task != "sentence-embedding":
+        raise OptionError(f"--similarity compares sentence embeddings; {a.output_dir} is a {model.task} artifact "
+                          "(export with --task sentence-embedding)")
+    if a.choice and model.task != "multiple-choice":
+        raise OptionError(f"--choice is for multiple-choice artifacts; {a.output_dir} is a {model.task} artifact")
+    outputs, embeddings = [], []
+    # Batches of --batch-size texts: many texts (--input) never become one giant padded batch.
+    for start in range(0, len(inputs), a.batch_size):
+        chunk = inputs[start : start + a.batch_size]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)
+            result = model(chunk, top_k=a.top_k)
+        notes += [str(w.message) for w in caught]
+        if model.task == "sentence-embedding":
+            embeddings.append(result)
+        outputs += display.run_output(model.task, result)
+    similarity = display.cosine_matrix(torch.cat(embeddings)) if a.similarity else None
+    doc = display.run_document(a.output_dir, model.manifest, inputs, outputs, similarity=similarity, warnings=notes)
+    if a.json:
+        text, nulls = display.dumps(doc)
+        if nulls:
+            doc["warnings"].append(f"{nulls} NaN/infinite values were written as null")
+            text, _ = display.dumps(doc)
+    else:
+        text = display.run_text(doc, top_k=a.top_k)
+    for note in doc["warnings"]:
+        _err(f"warning: {note}")
+    _write(text + "\n", a.output)
     return 0
 
 
-def _finite(obj):
-    """(obj with NaN/inf floats as None, how many there were): strict JSON for any reader."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None, 1
-    if isinstance(obj, dict):
-        pairs = [(k, _finite(v)) for k, v in obj.items()]
-        return {k: v for k, (v, _) in pairs}, sum(n for _, (_, n) in pairs)
-    if isinstance(obj, (list, tuple)):
-        items = [_finite(v) for v in obj]
-        return [v for v, _ in items], sum(n for _, n in items)
-    return obj, 0
+def _run_inputs(a) -> list:
+    """TEXTs from the command line or --input (a file or - for stdin), with --pair / --choice applied."""
+    if a.input is not None and a.texts:
+        raise OptionError("give TEXTs or --input FILE, not both")
+    if a.input is not None:
+        items = _read_inputs(a.input, a.input_format)
+    else:
+        items = list(a.texts)
+    if not items:
+        raise OptionError("no input texts; pass at least one TEXT after OUTPUT_DIR, or --input FILE (- for stdin)")
+    if a.pair is not None:
+        if a.input is not None:
+            raise OptionError("--pair goes with TEXTs on the command line; in --input JSONL give {\"text\": ..., "
+                              "\"pair\": ...} per line")
+        if len(a.pair) != len(items):
+            raise OptionError(f"--pair was given {len(a.pair)} times for {len(items)} texts; give one --pair per text")
+        items = list(zip(items, a.pair))
+    if a.choice:
+        items = [(t if isinstance(t, str) else t[0], list(a.choice)) for t in items]
+    return items
 
 
-def _dumps(obj, indent: int = 0) -> str:
-    """JSON with every list of numbers on one line, so a person can read the structure."""
-    pad = "  " * (indent + 1)
-    if isinstance(obj, dict) and obj:
-        items = [f"{pad}{json.dumps(k)}: {_dumps(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
-    if isinstance(obj, list) and obj and not all(isinstance(x, (int, float)) for x in obj):
-        items = [pad + _dumps(v, indent + 1) for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+def _read_inputs(path: str, fmt: str) -> list:
+    """One input per line: plain text, or (JSONL) a JSON string or {"text", "pair" | "choices"} object."""
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+    except OSError as e:
+        raise OptionError(f"cannot read --input {path!r}: {e.strerror or e}; pass a text file, one text per line") from None
+    except UnicodeDecodeError as e:
+        raise OptionError(f"--input {path!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if fmt == "auto":
+        fmt = "jsonl" if path.endswith((".jsonl", ".ndjson")) else "text"
+    if fmt == "text":
+        return [line for line in lines if line.strip()]  # blank lines are separators, not empty texts
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            x = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise OptionError(f"--input {path!r} line {n} is not JSON ({e.msg}); give one JSON string or "
+                              '{"text": ...} object per line, or --input-format text') from None
+        if isinstance(x, str):
+            items.append(x)
+        elif isinstance(x, dict) and isinstance(x.get("text"), str):
+            if isinstance(x.get("choices"), list) and x["choices"]:
+                items.append((x["text"], [str(c) for c in x["choices"]]))
+            elif isinstance(x.get("pair"), str):
+                items.append((x["text"], x["pair"]))
+            else:
+                items.append(x["text"])
+        else:
+            raise OptionError(f"--input {path!r} line {n}: expected a JSON string or an object with a \"text\" "
+                              f"string (and \"pair\" or \"choices\"), got {line.strip()[:60]!r}")
+    return items
 
 
-def _jsonable(task: str, texts, result):
-    import torch
-
-    if task == "sentence-embedding":
-        emb = result
-        sim = emb @ emb.T if emb.shape[0] > 1 else None
-        out = {"texts": [t if isinstance(t, str) else list(t) for t in texts], "dimensions": emb.shape[1]}
-        if sim is not None:
-            norms = emb.norm(dim=1)
-            cos = sim / (norms[:, None] * norms[None, :]).clamp(min=1e-12)
-            out["cosine_similarity"] = [[round(float(x), 4) for x in row] for row in cos]
-        out["embeddings"] = [[round(float(x), 6) for x in row] for row in emb]
-        return out
-
-    def conv(x):
-        if isinstance(x, torch.Tensor):
-            return [[round(float(v), 6) for v in row] for row in x.reshape(x.shape[0], -1)] if x.dim() > 1 else [
-                round(float(v), 6) for v in x.reshape(-1)]
-        if isinstance(x, dict):
-            return {k: conv(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [conv(v) for v in x]
-        return x
-
-    return conv(result)
+def _write(text: str, path: str | None) -> None:
+    """stdout, or FILE written whole (a temp file renamed into place: never half a result)."""
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OptionError(f"cannot write --output {path!r}: {e.strerror or e}") from None
 
 
 def cmd_info(a) -> int:
     from .artifact import read_manifest, verify
+    from .display import checks, validation_lines
 
     m = read_manifest(a.output_dir)  # schema-checked: every key used below as m[...] is there
-    if a.json:
-        print(json.dumps(m, indent=2, allow_nan=False))
-        return 0
     verify(a.output_dir, m)
-    s, v = m["shapes"], m.get("validation") or {}
+    if a.json:
+        # The manifest as written, plus what info concludes from it (verified, each check in its own terms).
+        print(json.dumps({**m, "summary": {"artifact": str(a.output_dir), "verified": True, **checks(m)}}, indent=2,
+                         allow_nan=False))
+        return 0
+    s = m["shapes"]
     source = (m.get("source") or {}).get("model", "?")
-    diffs = ", ".join(f"{k} {x:.2e}" if x is not None else f"{k} -" for k, x in (v.get("max_abs_diff") or {}).items())
     lines = [
         f"artifact      {a.output_dir} (format {m['format_version']}, sha256 {m['sha256'][:16]}... verified)",
         f"model         {m['model_type']} {m.get('model_class', '')} from {source}",
         f"task          {m['task']}",
-        "inputs        " + ", ".join(f"{i['name']} {i['dtype']} ({', '.join(map(str, i['shape']))})" for i in m["inputs"]),
+        "inputs        " + ", ".join(f"{i['name']} {i['dtype']} ({', '.join(map(str, i['shape']))})"
+                                     + (f" [optional: {i['default']}]" if i.get("default") else "") for i in m["inputs"]),
         "outputs       " + ", ".join(f"{o['name']} {o['dtype']} ({', '.join(map(str, o['shape']))})" for o in m["outputs"]),
         f"shapes        {s['strategy']}: lengths {s.get('min_length', 1)}..{s['max_length']}"
         + (f", buckets {s['buckets']}" if s.get("buckets") else "")
@@ -228,19 +277,10 @@ def cmd_info(a) -> int:
         *([f"neuron        {m['neuron'].get('sdk', '?')} {m['neuron'].get('sdk_version') or '?'} for "
            f"{m['neuron'].get('instances', '?')}; {m['neuron'].get('compiler', '?')} {m['neuron'].get('compiler_args_text', '')}"
            + (", dynamic batch" if m['neuron'].get('dynamic_batch') else "")] if m.get("neuron") else []),
-        *([f"weights       UNTRAINED: {len(m['newly_initialized_weights'])} tensors were not in the checkpoint and are "
-           f"random ({', '.join(m['newly_initialized_weights'][:3])}...): exported with --allow-new-weights"]
-          if m.get("newly_initialized_weights") else []),
         f"pad token id  {m['pad_token_id']}",
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
-        "validation    " + (
-            f"{'passed' if v.get('passed') else 'FAILED'}: {len(v.get('cases', []))} cases, atol {v.get('atol')} "
-            f"rtol {v.get('rtol')}, max abs diff {diffs}"
-            if v.get("ran", True) else f"not run ({v.get('note')})"
-        ),
-        "text check    " + (v["text"]["summary"].removeprefix("text check ") if v.get("text")
-                             else "- (exported before text checks existed)"),
+        *validation_lines(m),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
         "versions      " + ", ".join(f"{k} {x}" for k, x in (m.get("versions") or {}).items()),
     ]
@@ -250,11 +290,19 @@ def cmd_info(a) -> int:
 
 def cmd_validate(a) -> int:
     from .errors import require_extra
+    from .progress import for_terminal
 
     require_extra("export", "validate", "transformers", "safetensors")
     from .revalidate import validate
 
-    report = validate(a.output_dir, a.model, **{k: v for k, v in option_values(a, "validate").items() if v is not None})
+    progress = for_terminal(a.quiet)
+    try:
+        # No --model: the model recorded in the manifest, if it can be found offline.
+        report = validate(a.output_dir, a.model, progress=progress,
+                          **{k: v for k, v in option_values(a, "validate").items() if v is not None})
+    finally:
+        if progress is not None:
+            progress.close()
     print(report.summary())
     return 0
 
@@ -363,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hf-torchscript",
         description="Export Hugging Face Transformers models to validated TorchScript artifacts.",
     )
+    p.add_argument("--version", action=_Version, help="print the versions of hf-torchscript, torch and transformers")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     e = sub.add_parser("export", help="export MODEL to a validated TorchScript artifact in OUTPUT_DIR")
@@ -370,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("output_dir", metavar="OUTPUT_DIR")
     add_option_flags(e, "export")
     e.add_argument("--force", action="store_true", help="replace an earlier artifact in OUTPUT_DIR")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="time eager transformers vs exported variants (table, JSON, PNG)")
@@ -392,23 +442,36 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
-    r = sub.add_parser("run", help="run texts through an artifact; prints JSON")
+    r = sub.add_parser("run", help="run texts through an artifact; a short summary, or --json (docs/cli.md)")
     r.add_argument("output_dir", metavar="OUTPUT_DIR")
     r.add_argument("texts", nargs="*", metavar="TEXT")
+    r.add_argument("--input", metavar="FILE", help="read inputs from FILE (- for stdin): one text per line, or JSONL "
+                   "({\"text\": ..., \"pair\": ...} / {\"text\": ..., \"choices\": [...]} per line)")
+    r.add_argument("--input-format", choices=("auto", "text", "jsonl"), default="auto",
+                   help="how --input is read (auto: jsonl for .jsonl/.ndjson files, else text)")
     r.add_argument("--pair", action="append", default=None, help="second text of a pair (QA context), once per TEXT")
-    r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--choice", action="append", default=None, metavar="TEXT",
+                   help="multiple-choice: one choice (repeat the flag), the same for every TEXT")
+    r.add_argument("--top-k", type=int, default=5, help="predictions shown per mask / next token (default 5)")
+    r.add_argument("--similarity", action="store_true", help="sentence embeddings: add their cosine similarities")
+    r.add_argument("--json", action="store_true", help="the full results as JSON, one schema for every task")
+    r.add_argument("-o", "--output", metavar="FILE", help="write the results to FILE instead of stdout")
+    r.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="texts per model call (default 32)")
     r.add_argument("--no-truncate", action="store_true", help="fail instead of truncating texts over the max length")
     r.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
     r.set_defaults(func=cmd_run)
 
-    i = sub.add_parser("info", help="summarise an artifact's manifest")
+    i = sub.add_parser("info", help="summarise an artifact: signature, shapes, what was checked and how")
     i.add_argument("output_dir", metavar="OUTPUT_DIR")
-    i.add_argument("--json", action="store_true", help="print the whole manifest")
+    i.add_argument("--json", action="store_true", help="the whole manifest, plus a \"summary\" of the checks")
     i.set_defaults(func=cmd_info)
 
     v = sub.add_parser("validate", help="re-run the validation grid against the eager model")
     v.add_argument("output_dir", metavar="OUTPUT_DIR")
-    v.add_argument("--model", required=True, metavar="MODEL", help="the model the artifact was exported from")
+    v.add_argument("--model", default=None, metavar="MODEL",
+                   help="the model the artifact was exported from (default: the one its manifest records, found "
+                   "offline)")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
     add_option_flags(v, "validate", defaults=False)
     v.set_defaults(func=cmd_validate)
 
@@ -422,11 +485,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def version_text() -> str:
+    """``hf-torchscript X (torch Y, transformers Z)``: read from package metadata, so nothing heavy is imported."""
+    from importlib import metadata
+
+    from . import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"hf-torchscript {__version__} (torch {installed('torch')}, transformers {installed('transformers')})"
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked (argparse's own "version" action needs the text up front)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run" and not args.texts:
-        _err("error: no input texts; pass at least one TEXT after OUTPUT_DIR")
-        return 1
     debug = bool(os.environ.get("HF_TORCHSCRIPT_DEBUG"))
     try:
         code = args.func(args)
@@ -438,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     except HFTorchScriptError as e:
         if debug:
             raise
-        _err(f"error: {e}")
+        _err(f"error: {e.cli_message()}")  # options spelled as flags (--force), not keywords (force=True)
         _err("(set HF_TORCHSCRIPT_DEBUG=1 for the full traceback)")
         return 1
     except KeyboardInterrupt as e:

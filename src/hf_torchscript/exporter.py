@@ -27,6 +27,7 @@ from .errors import OptionError, ValidationError
 from .options import ExportOptions
 from .parity import ValidationReport, tolerance_for
 from .prepare import prepare
+from .progress import Progress, report as tell
 from .source import artifact_size_estimate, load_source, resolve_path
 
 
@@ -51,8 +52,11 @@ class ExportResult:
 
 @interruptible()  # SIGTERM cleans up like Ctrl-C while an export runs; the previous handler comes back
 def export(model, output_dir, *, task: str | None = None, tokenizer=None, force: bool = False,
-           options: ExportOptions | None = None, **option_fields) -> ExportResult:
-    """Export a transformers model to a validated TorchScript artifact directory (see hf_torchscript.export)."""
+           options: ExportOptions | None = None, progress: Progress = None, **option_fields) -> ExportResult:
+    """Export a transformers model to a validated TorchScript artifact directory (see hf_torchscript.export).
+
+    ``progress``: called with a ``progress.Step`` as each step starts and advances (None: silent).
+    """
     start = time.perf_counter()
     options = make_options(options, task=task, **option_fields)
     output_dir = Path(output_dir)
@@ -64,8 +68,10 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     if backend.import_sdk is not None:
         backend.import_sdk()  # a missing Neuron SDK fails here, before the model is loaded
 
+    tell(progress, "load", f"loading {model if isinstance(model, (str, Path)) else type(model).__name__}")
     src = load_source(model, task=options.task, tokenizer=tokenizer, allow_pickle=options.allow_pickle,
                       trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights)
+    tell(progress, "prepare", f"{src.config.model_type} for {src.task}: wrapper, inputs, output axes")
     p = prepare(src, options, backend)
     tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)
     staging = artifact.staging_dir(output_dir)
@@ -73,9 +79,9 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         attempts: list[str] = []
         tracer_warnings: list[str] = []
         for strategy in shapes.candidates(p, backend):
-            module, info = shapes.build(p, backend, strategy, tracer_warnings)
+            module, info = shapes.build(p, backend, strategy, tracer_warnings, progress=progress)
             if backend.can_run_here():
-                report = parity.run_grid(p, artifact.roundtrip(module, staging), info)
+                report = parity.run_grid(p, artifact.roundtrip(module, staging), info, progress=progress)
             else:
                 report = parity.not_run(backend, options.atol, options.rtol)
             if report.passed or not report.ran:
@@ -90,9 +96,11 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
             )
         info["reason"] = shapes.reason(strategy, options.shapes, report, attempts, backend)
         manifest = artifact.build_manifest(p, backend, report, info, tracer_warnings, tolerance)
+        tell(progress, "save", f"model.pt, manifest.json, tokenizer files -> {output_dir}")
         artifact.write_artifact(staging, module, manifest, src.tokenizer)
         # Real texts through the written tokenizer.json and model.pt, as a user runs them; the
         # result goes into the manifest model.pt embeds, so the staged artifact is sealed again.
+        tell(progress, "text check", "real texts through the written tokenizer.json and model.pt vs the reference")
         text = textcheck.check_texts(p, staging, tolerance) if report.ran else textcheck.not_run(report.note)
         report.text = manifest["validation"]["text"] = text.to_json()
         if text.ran and not text.passed:

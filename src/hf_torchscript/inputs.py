@@ -26,6 +26,11 @@ _MASK_OF = {
     "decoder_attention_mask": "decoder_attention_mask",
 }
 _SEQ_DIM_OF_MASK = {"attention_mask": "sequence_length", "decoder_attention_mask": "decoder_sequence_length"}
+# Inputs a caller may leave out, and what transformers uses then (BERT-like models: a buffer of zeros,
+# i.e. every token in segment 0). Readers (runtime.py, cpp/hf_torchscript.hpp) fill them from the
+# manifest's "default", shaped like the inputs with the same axes. attention_mask is NOT optional here:
+# transformers' all-ones default silently attends to padding in a padded batch.
+_DEFAULTS = {"token_type_ids": "zeros"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class InputSpec:
     # [low, high): the values the model can take (ids below the vocabulary size); checked inside the
     # exported module, so an out-of-range id is a readable error instead of an index error deep in a trace.
     value_range: tuple[int, int] | None = None
+    default: str | None = None  # "zeros": may be omitted by callers, who then get what transformers uses
 
     @property
     def mask(self) -> str | None:
@@ -46,6 +52,8 @@ class InputSpec:
         out = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "pad_value": self.pad_value}
         if self.value_range is not None:
             out["range"] = list(self.value_range)
+        if self.default is not None:
+            out["default"] = self.default
         return out
 
 
@@ -63,7 +71,7 @@ def input_specs(names: Sequence[str], *, config, pad_token_id: int, choices: boo
         seq = _SEQ_DIM_OF_MASK[mask]
         shape = ("batch_size", "num_choices", seq) if choices and seq == "sequence_length" else ("batch_size", seq)
         pad = pad_token_id if name in ("input_ids", "decoder_input_ids") else 0
-        specs.append(InputSpec(name, "int64", shape, pad, _value_range(name, config)))
+        specs.append(InputSpec(name, "int64", shape, pad, _value_range(name, config), _DEFAULTS.get(name)))
     return specs
 
 

@@ -4,7 +4,8 @@ Each field's metadata says how it is shown to people: ``help`` (the flag's help 
 ``commands`` (which CLI commands take it: "export", "validate") and ``parse`` (how a flag's text becomes
 the value, for tuples). ``cli.py`` builds the export and validate flags from these fields, so a new
 option is one field here; ``tests/test_options.py`` fails if a field has no flag or a flag no field.
-Values are checked once, on construction; errors name the CLI flag and the keyword.
+Values are checked once, on construction; errors name options with ``errors.option``, so the
+CLI shows the flag (``--batch-size 2``) and Python the keyword (``batch_size=2``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shlex
 import typing
 from dataclasses import dataclass, field
 
-from .errors import OptionError, ShapeError
+from .errors import OptionError, ShapeError, option
 
 # Dummy shapes for tracing. Batch 2 and length 16, not 1 and 1: a batch-1 trace can bake the
 # batch into the graph (GPT-2 without a mask fails at batch 2) and a length-1 trace bakes the
@@ -123,55 +124,62 @@ class ExportOptions:
     def __post_init__(self):
         _check_types(self)
         if self.batch_size < 1:
-            raise ShapeError(f"batch size must be >= 1, got {self.batch_size}; pass e.g. --batch-size 2")
+            raise ShapeError(f"batch size must be >= 1, got {self.batch_size}; pass e.g. {option('batch_size', 2)}")
         if self.sequence_length is not None and self.sequence_length < 1:
             raise ShapeError(
-                f"sequence length must be >= 1, got {self.sequence_length}; pass e.g. --sequence-length 16"
+                f"sequence length must be >= 1, got {self.sequence_length}; pass e.g. {option('sequence_length', 16)}"
             )
         if self.buckets is not None:
             b = tuple(self.buckets)
             if not b:
-                raise ShapeError("buckets are empty; pass increasing lengths such as --buckets 32,64,128")
+                raise ShapeError(f"buckets are empty; pass increasing lengths such as {option('buckets', (32, 64, 128))}")
             if any(x < 1 for x in b):
-                raise ShapeError(f"buckets must be positive lengths, got {list(b)}; pass e.g. --buckets 32,64,128")
+                raise ShapeError(f"buckets must be positive lengths, got {list(b)}; pass e.g. {option('buckets', (32, 64, 128))}")
             if any(x >= y for x, y in zip(b, b[1:])):
                 raise ShapeError(
-                    f"buckets must be strictly increasing, got {list(b)}; sort them, e.g. --buckets "
-                    + ",".join(str(x) for x in sorted(set(b)))
+                    f"buckets must be strictly increasing, got {list(b)}; sort them, e.g. "
+                    f"{option('buckets', tuple(sorted(set(b))))}"
                 )
             if self.shapes not in ("auto", "buckets"):
-                raise ShapeError(f"--buckets only applies to --shapes buckets (got --shapes {self.shapes})")
+                raise ShapeError(f"{option('buckets')} only applies to {option('shapes', 'buckets')} "
+                                 f"(got {option('shapes', self.shapes)})")
         if self.static_batch and self.shapes != "static":
-            raise ShapeError("--static-batch needs --shapes static: only a static trace fixes the batch size")
+            raise ShapeError(f"{option('static_batch', True)} needs {option('shapes', 'static')}: only a static trace "
+                             "fixes the batch size")
         if self.max_length is not None and self.max_length < 1:
-            raise ShapeError(f"max length must be >= 1, got {self.max_length}; pass e.g. --max-length 128")
+            raise ShapeError(f"max length must be >= 1, got {self.max_length}; pass e.g. {option('max_length', 128)}")
         for name in ("atol", "rtol"):
             v = getattr(self, name)
             if not (v >= 0 and v != float("inf")):  # also refuses NaN
-                raise OptionError(f"--{name} must be a finite number >= 0, got {v}; the default is {DEFAULT_ATOL:g}")
+                raise OptionError(f"{option(name)} must be a finite number >= 0, got {v}; the default is {DEFAULT_ATOL:g}")
         if self.quantize and self.dtype != "float32":
-            raise OptionError("--quantize dynamic-int8 works on a float32 model; drop --dtype or --quantize")
+            raise OptionError(f"{option('quantize', self.quantize)} works on a float32 model; drop {option('dtype')} or "
+                              f"{option('quantize')}")
         if self.backend not in NEURON_BACKENDS:
-            neuron_only = [flag for flag, on in (("--compiler-args", bool(self.compiler_args)),
-                                                  ("--auto-cast", self.auto_cast is not None),
-                                                  ("--dynamic-batch", self.dynamic_batch),
-                                                  ("--compiler-workdir", bool(self.compiler_workdir))) if on]
+            neuron_only = [option(name) for name, on in (("compiler_args", bool(self.compiler_args)),
+                                                          ("auto_cast", self.auto_cast is not None),
+                                                          ("dynamic_batch", self.dynamic_batch),
+                                                          ("compiler_workdir", bool(self.compiler_workdir))) if on]
             if neuron_only:
-                raise OptionError(f"{', '.join(neuron_only)} only apply to --backend neuronx or neuron")
+                raise OptionError(f"{', '.join(neuron_only)} only apply to {option('backend', 'neuronx')} or "
+                                  f"{option('backend', 'neuron')}")
         else:
             if self.shapes == "dynamic":
-                raise ShapeError(f"backend {self.backend} compiles static shapes; use --shapes buckets or static")
+                raise ShapeError(f"backend {self.backend} compiles static shapes; use {option('shapes', 'buckets')} or "
+                                 f"{option('shapes', 'static')}")
             if self.optimize or self.quantize:
-                flag = "--optimize" if self.optimize else "--quantize"
+                flag = option("optimize") if self.optimize else option("quantize")
                 raise OptionError(
                     f"{flag} applies to the torchscript backend only; the {self.backend} compiler optimizes its own "
-                    f"graph (use --auto-cast / --compiler-args there): drop {flag} or use --backend torchscript"
+                    f"graph (use {option('auto_cast')} / {option('compiler_args')} there): drop {flag} or use "
+                    f"{option('backend', 'torchscript')}"
                 )
             from .backends._neuron import compiler_args_for
 
             compiler_args_for(self)  # bad --auto-cast values or conflicts fail now, not after loading
         if self.shapes == "static" and self.sequence_length is None and self.buckets:
-            raise ShapeError("--buckets does not apply to --shapes static; use --sequence-length for its length")
+            raise ShapeError(f"{option('buckets')} does not apply to {option('shapes', 'static')}; use "
+                             f"{option('sequence_length')} for its length")
 
     @classmethod
     def fields(cls, command: str | None = None) -> list[dataclasses.Field]:
@@ -195,26 +203,26 @@ def _check_types(opts: ExportOptions) -> None:
         if value is None:
             if optional:
                 continue
-            raise OptionError(f"option {f.name} ({flag(f.name)}) must not be None; its default is {f.default!r}")
+            raise OptionError(f"option {option(f.name)} must not be None; its default is {f.default!r}")
         base = next((a for a in args if a is not type(None)), want) if args and optional else want
         origin = typing.get_origin(base) or base
         if origin is tuple:
             item = typing.get_args(base)[0]
             if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
                 raise OptionError(
-                    f"option {f.name} ({flag(f.name)}) takes a list of {item.__name__}, got {type(value).__name__} "
+                    f"option {option(f.name)} takes a list of {item.__name__}, got {type(value).__name__} "
                     f"{value!r}" + (" (the CLI splits the text for you)" if f.metadata.get("parse") else "")
                 )
             bad = [x for x in value if not _is(x, item)]
             if bad:
                 raise OptionError(
-                    f"option {f.name} ({flag(f.name)}) takes a list of {item.__name__}, got {bad[0]!r} in {list(value)}"
+                    f"option {option(f.name)} takes a list of {item.__name__}, got {bad[0]!r} in {list(value)}"
                 )
             object.__setattr__(opts, f.name, tuple(value))
             continue
         if not _is(value, origin):
             raise OptionError(
-                f"option {f.name} ({flag(f.name)}) takes {'an' if origin is int else 'a'} {origin.__name__}, "
+                f"option {option(f.name)} takes {'an' if origin is int else 'a'} {origin.__name__}, "
                 f"got {type(value).__name__} {value!r}"
             )
         if origin is float:

@@ -28,6 +28,7 @@ import torch
 
 from .errors import ValidationError
 from .inputs import InputSpec, OutputSpec, make_inputs
+from .progress import report as tell
 
 
 @dataclass(frozen=True)
@@ -208,16 +209,19 @@ def check(
     seed: int = 0,
     row_references: bool = True,
     tolerance: Tolerance | None = None,
+    progress=None,
 ) -> ValidationReport:
     """Run every case through ``exported`` and ``reference`` (both take positional tensors).
 
     ``tolerance``: None means allclose with ``atol``/``rtol``; a cosine Tolerance for reduced precision.
+    ``progress``: told about each case (see hf_torchscript.progress).
     """
     tol = tolerance or Tolerance("allclose", atol, rtol)
     report = ValidationReport(passed=True, atol=atol, rtol=rtol, mode=tol.mode, thresholds=tol.thresholds())
     report.max_abs_diff = {o.name: 0.0 for o in outputs}
     stats: dict = {}
     for i, case in enumerate(cases):
+        tell(progress, "validate", f"{case.label} vs eager ({tol.mode})", i, len(cases))
         inputs = make_inputs(
             specs,
             case.dims,
@@ -449,7 +453,8 @@ def _last_line(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
 
-def run_grid(p, module, shapes_info: dict, *, atol: float | None = None, rtol: float | None = None) -> ValidationReport:
+def run_grid(p, module, shapes_info: dict, *, atol: float | None = None, rtol: float | None = None,
+             progress=None) -> ValidationReport:
     """Check ``module`` against ``p.reference`` (a ``prepare.Prepared``) on the grid ``shapes_info`` implies."""
     traced = shapes_info["traced"][0]
     lengths = shapes_info["buckets"] or [shapes_info["max_length"]]
@@ -473,7 +478,7 @@ def run_grid(p, module, shapes_info: dict, *, atol: float | None = None, rtol: f
         module, p.reference, p.specs, p.outputs, grid,
         atol=atol, rtol=rtol, tolerance=tolerance_for(p.options.dtype, p.options.quantize, atol=atol, rtol=rtol),
         vocab_size=p.vocab_size, type_vocab_size=p.type_vocab_size,
-        avoid_ids=(p.pad_token_id,), seed=p.options.seed + 100,
+        avoid_ids=(p.pad_token_id,), seed=p.options.seed + 100, progress=progress,
     )
 
 
@@ -482,4 +487,4 @@ def not_run(backend, atol: float, rtol: float) -> ValidationReport:
     # Compiling needs no device, running does: say so instead of claiming a pass.
     return ValidationReport(passed=False, ran=False, atol=atol, rtol=rtol, mode="not-run",
                             note=f"the {backend.name} module needs a Neuron device to execute and this "
-                            "machine has none; run `hf-torchscript validate OUTPUT_DIR --model MODEL` on the instance")
+                            "machine has none; run `hf-torchscript validate OUTPUT_DIR` on the instance")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, option
 
 
 def run_task(model, texts, *, top_k: int = 5):
@@ -17,7 +17,7 @@ def run_task(model, texts, *, top_k: int = 5):
     if not texts:
         raise InputError("no inputs; pass at least one text")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}; pass e.g. --top-k 5 (top_k=5)")
+        raise InputError(f"top_k must be a positive integer, got {top_k!r}; pass e.g. {option('top_k', 5)}")
     handler = _HANDLERS.get(model.task)
     if handler is None:
         raise InputError(

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .architectures import Architecture, get_architecture
-from .errors import ShapeError, TraceError
+from .errors import ShapeError, TraceError, option
 from .inputs import InputSpec, OutputSpec, input_specs, make_inputs
 from .options import DEFAULT_SHAPES, ExportOptions
 from .source import Source
@@ -348,6 +348,6 @@ def resolve_max_length(arch: Architecture, src: Source, opts: ExportOptions) -> 
         return natural
     if positions and opts.max_length > positions:
         raise ShapeError(
-            f"max length {opts.max_length} is above {arch.model_type}'s {positions} positions; pass --max-length <= {positions}"
+            f"max length {opts.max_length} is above {arch.model_type}'s {positions} positions; pass {option('max_length', positions)} or less"
         )
     return opts.max_length

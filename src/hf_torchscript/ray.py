@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ArtifactError, InputError, OptionError, require_extra
+from .errors import ArtifactError, InputError, OptionError, option, require_extra
 
 ERROR_COLUMN = "error"
 # Rows per Predictor call = SORT_WINDOW x batch_size in `hf-torchscript map`: the window inside which
@@ -424,7 +424,7 @@ def map_file(artifact, input, output, *, column: str = "text", pair_column: str 
     if use_ray:
         require_extra("ray", "hf-torchscript map --ray", "ray.data")
     elif workers is not None:
-        raise OptionError("--workers needs --ray (without it the model runs in this process)")
+        raise OptionError(f"{option('workers')} needs {option('use_ray', True)} (without it the model runs in this process)")
     src, dst = Path(input), Path(output)
     fmt = FORMATS.get(src.suffix.lower())
     if fmt is None:
@@ -432,7 +432,7 @@ def map_file(artifact, input, output, *, column: str = "text", pair_column: str 
     if not src.is_file():
         raise InputError(f"INPUT {str(src)!r} does not exist or is not a file")
     if dst.exists() and not force:
-        raise OptionError(f"OUTPUT {str(dst)!r} exists; pass --force (force=True) to replace it")
+        raise OptionError(f"OUTPUT {str(dst)!r} exists; pass {option('force', True)} to replace it")
     if not dst.resolve().parent.is_dir():
         raise OptionError(f"the folder of OUTPUT {str(dst)!r} does not exist; create it first")
     _check_columns(src, fmt, [c for c in (column, pair_column) if c])
@@ -575,7 +575,7 @@ def _check_columns(src: Path, fmt: str, wanted: list[str]) -> None:
     for c in wanted:
         if c not in have:
             raise OptionError(f"INPUT {str(src)!r} has no column {c!r} (its first records have "
-                              f"{', '.join(have) or 'no columns'}); pass --column (--pair-column) to name it")
+                              f"{', '.join(have) or 'no columns'}); pass {option('column')} ({option('pair_column')}) to name it")
 
 
 def _count_rows(src: Path, fmt: str) -> int | None:

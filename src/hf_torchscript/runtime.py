@@ -3,6 +3,7 @@
     model = hf_torchscript.load("out/")
     model(["Paris is the [MASK] of France."])        # text in, task outputs out
     model(input_ids=ids, attention_mask=mask)        # tensors in, {output name: tensor} out
+                                                     # (token_type_ids left out: zeros, as transformers)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 import torch
 
 from .artifact import load_module
-from .errors import ArtifactError, InputError
+from .errors import ArtifactError, InputError, option
 
 
 class TruncationWarning(UserWarning):
@@ -73,19 +74,22 @@ class ExportedModel:
     # -- tensors ---------------------------------------------------------------------------------
 
     def run(self, *args: torch.Tensor, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Call the module with tensors (positional in manifest order, or by name); returns named outputs."""
+        """Call the module with tensors (positional in manifest order, or by name); returns named outputs.
+
+        Inputs the manifest gives a ``default`` (token_type_ids: zeros) may be left out, by name or at
+        the end of the positional ones; they are filled as transformers fills them.
+        """
         if args and tensors:
             raise InputError("pass tensors either positionally or by name, not both")
-        if tensors:
-            unknown = sorted(set(tensors) - set(self.input_names))
-            missing = [n for n in self.input_names if n not in tensors]
-            if unknown or missing:
-                raise InputError(
-                    f"inputs {unknown or missing} do not match this artifact; it takes {', '.join(self.input_names)}"
-                )
-            args = tuple(tensors[n] for n in self.input_names)
-        if len(args) != len(self.input_names):
-            raise InputError(f"expected {len(self.input_names)} tensors ({', '.join(self.input_names)}), got {len(args)}")
+        if args:
+            if len(args) > len(self.input_names):
+                raise InputError(f"expected at most {len(self.input_names)} tensors ({self._takes()}), got {len(args)}")
+            tensors = dict(zip(self.input_names, args))
+        unknown = [n for n in tensors if n not in self.input_names]
+        if unknown:
+            raise InputError(f"unknown input{'s' * (len(unknown) > 1)} {', '.join(unknown)}; this artifact takes "
+                             f"{self._takes()}")
+        args = self._with_defaults(tensors)
         for spec, x in zip(self.manifest["inputs"], args):
             if not isinstance(x, torch.Tensor):
                 raise InputError(f"input {spec['name']} must be a torch.Tensor, got {type(x).__name__}")
@@ -108,6 +112,30 @@ class ExportedModel:
             except (torch.jit.Error, RuntimeError) as e:  # the module's own checks; errors inside kernels
                 raise InputError(_script_error(e)) from None
         return dict(zip(self.output_names, out))
+
+    def _takes(self) -> str:
+        defaults = [f"{i['name']}: {i['default']}" for i in self.manifest["inputs"] if i.get("default")]
+        return ", ".join(self.input_names) + (f" ({'; '.join(defaults)} if left out)" if defaults else "")
+
+    def _with_defaults(self, tensors: dict) -> tuple:
+        """Every input in manifest order; left-out inputs with a default are made like a given input of their axes."""
+        missing = [i["name"] for i in self.manifest["inputs"] if i["name"] not in tensors and not i.get("default")]
+        if missing:
+            raise InputError(f"missing input{'s' * (len(missing) > 1)} {', '.join(missing)}; this artifact takes "
+                             f"{self._takes()}")
+        out = []
+        for spec in self.manifest["inputs"]:
+            x = tensors.get(spec["name"])
+            if x is None:
+                like = next((tensors[o["name"]] for o in self.manifest["inputs"]
+                             if o["name"] in tensors and o["shape"] == spec["shape"]
+                             and isinstance(tensors[o["name"]], torch.Tensor)), None)
+                if like is None or spec["default"] != "zeros":
+                    raise InputError(f"missing input {spec['name']}; this artifact takes {self._takes()}")
+                x = torch.zeros(like.shape, dtype=torch.long if spec["dtype"] == "int64" else torch.float32,
+                                device=like.device)
+            out.append(x)
+        return tuple(out)
 
     # -- text ------------------------------------------------------------------------------------
 
@@ -137,7 +165,7 @@ class ExportedModel:
                 f"{self.max_length}"
             )
             if self.truncation == "error":
-                raise InputError(msg + "; shorten them, or load with truncation='warn' to cut them")
+                raise InputError(msg + f"; shorten them, or let them be cut ({option('truncation', 'warn')})")
             warnings.warn(msg + "; they were truncated", TruncationWarning, stacklevel=3)
             self.tokenizer.enable_truncation(self.max_length)
             try:

@@ -1,6 +1,7 @@
 """Online serving on Ray Serve: ``hf-torchscript serve ARTIFACT``.
 
-    POST /        {"texts": ["...", ...], "pairs": [...]?, "top_k": 5?}  -> the JSON of `hf-torchscript run`
+    POST /        {"texts": [...], "pairs": [...]?, "top_k": 5?, "similarity": false?}
+                  -> the JSON of `hf-torchscript run --json` (docs/cli.md)
     GET  /health  {"status": "ok", "task": ..., "batches": ..., ...}
 
 Requests are merged by ``@serve.batch`` into model calls of at most ``max_batch_size`` texts
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import HFTorchScriptError, InputError, OptionError, require_extra
 
-_FIELDS = ("texts", "pairs", "top_k")
+_FIELDS = ("texts", "pairs", "top_k", "similarity")
 
 
 @dataclass
@@ -26,6 +27,7 @@ class _Job:
     texts: list
     pairs: list | None
     top_k: int
+    similarity: bool = False
 
     @property
     def inputs(self) -> list:
@@ -60,7 +62,10 @@ def parse_request(body: bytes, *, max_texts: int) -> _Job:
     top_k = data.get("top_k", 5)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
         raise _BadRequest(f'"top_k" must be an integer from 1 to 1000, got {json.dumps(top_k)}')
-    return _Job(texts, pairs, top_k)
+    similarity = data.get("similarity", False)
+    if not isinstance(similarity, bool):
+        raise _BadRequest(f'"similarity" must be true or false, got {json.dumps(similarity)}')
+    return _Job(texts, pairs, top_k, similarity)
 
 
 def _strings(value, field: str, max_texts: int) -> list[str]:
@@ -91,6 +96,7 @@ class TextModelServer:
         from .runtime import load
 
         self.model = load(artifact, verify=verify)
+        self.artifact = str(artifact)
         _check_servable(self.model.manifest)
         self.max_batch_size = max_batch_size
         self.stats = {"requests": 0, "batches": 0, "batched_texts": 0, "largest_batch": 0}
@@ -134,8 +140,7 @@ class TextModelServer:
         A job the runtime refuses (e.g. fill-mask text without a mask) gets its error back; the
         others are then run on their own.
         """
-        from . import postprocess
-        from .cli import _jsonable
+        from . import display, postprocess
 
         self.stats["batches"] += 1
         n = sum(len(j.texts) for j in jobs)
@@ -157,9 +162,24 @@ class TextModelServer:
             start = 0
             for i in idx:
                 k = len(jobs[i].texts)
-                answers[i] = _jsonable(self.model.task, jobs[i].inputs, out[start:start + k])
+                answers[i] = self.answer(jobs[i], out[start:start + k])
                 start += k
         return answers
+
+    def answer(self, job: _Job, result) -> dict:
+        """One job's answer: the document `hf-torchscript run --json` prints for its texts (strict JSON)."""
+        from . import display
+
+        task = self.model.task
+        if job.similarity and task != "sentence-embedding":
+            return InputError(f'"similarity" compares sentence embeddings; this artifact is {task}')
+        similarity = display.cosine_matrix(result) if job.similarity else None
+        doc = display.run_document(self.artifact, self.model.manifest, job.inputs, display.run_output(task, result),
+                                   similarity=similarity)
+        doc, nulls = display.strict(doc)
+        if nulls:
+            doc["warnings"].append(f"{nulls} NaN/infinite values were written as null")
+        return doc
 
 
 def _check_servable(manifest: dict) -> None:

@@ -22,7 +22,9 @@ from typing import Sequence
 import torch
 
 from .compat import traceable
-from .errors import ShapeError, TraceError
+from .errors import ShapeError, TraceError, option
+from .progress import report as tell
+from .source import quiet_transformers
 from .inputs import InputSpec
 from .options import DEFAULT_SHAPES
 
@@ -47,7 +49,7 @@ def check_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
     if b[-1] > max_length:
         raise ShapeError(
             f"bucket {b[-1]} is above the model's max positions ({max_length}); "
-            f"use buckets <= {max_length}, e.g. --buckets {','.join(str(x) for x in b if x <= max_length) or max_length}"
+            f"use buckets <= {max_length}, e.g. {option('buckets', tuple(x for x in b if x <= max_length) or (max_length,))}"
         )
     return b
 
@@ -260,10 +262,11 @@ def candidates(p, backend) -> list[str]:
     requested = p.options.shapes
     if not p.has_sequence:
         if requested == "buckets":
-            raise ShapeError(f"{p.arch.model_type} inputs have no sequence axis; buckets do not apply: use --shapes dynamic")
+            raise ShapeError(f"{p.arch.model_type} inputs have no sequence axis; buckets do not apply: use {option('shapes', 'dynamic')}")
         return ["static"] if requested == "static" or backend.static_shapes else ["dynamic"]
     if requested == "dynamic" and backend.static_shapes:
-        raise ShapeError(f"backend {backend.name} compiles static shapes; use --shapes buckets or static")
+        raise ShapeError(f"backend {backend.name} compiles static shapes; use {option('shapes', 'buckets')} or "
+                         f"{option('shapes', 'static')}")
     if requested != "auto":
         return [requested]
     if backend.static_shapes:
@@ -288,15 +291,19 @@ def plan(p, strategy: str):
         return list(buckets), [(B0, b) for b in buckets], True
     L = opts.sequence_length or p.max_length
     if L > p.max_length:
-        raise ShapeError(f"static length {L} is above the model's max length {p.max_length}; pass --sequence-length <= {p.max_length}")
+        raise ShapeError(f"static length {L} is above the model's max length {p.max_length}; pass {option('sequence_length', p.max_length)} or less")
     return [L], [(B0, L)], True
 
 
-def build(p, backend, strategy: str, tracer_warnings: list[str]):
+def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=None):
     """Trace every shape ``strategy`` needs and wrap the traces in one dispatcher; returns (module, shapes info)."""
     opts = p.options
     lengths, traced_at, pad = plan(p, strategy)
-    traces = [_trace_one(p, backend, B, L, tracer_warnings) for B, L in traced_at]
+    traces = []
+    for i, (B, L) in enumerate(traced_at):
+        tell(progress, "trace", f"{strategy} with {backend.name}: batch {B}, length {L}", i, len(traced_at))
+        traces.append(_trace_one(p, backend, B, L, tracer_warnings))
+    tell(progress, "trace", f"{strategy}: one scripted module over {len(traces)} trace(s)", len(traces), len(traces))
     batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
     module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
     if opts.optimize:
@@ -329,12 +336,12 @@ def failure_hint(p, strategy: str, backend) -> str:
     if p.options.dtype != "float32" or p.options.quantize:
         what = p.options.quantize or p.options.dtype
         return (f" This is a precision failure of {what}, not a shape problem: export float32 (drop "
-                f"{'--quantize' if p.options.quantize else '--dtype'}), or see bench/RESULTS.md for what each "
+                f"{option('quantize') if p.options.quantize else option('dtype')}), or see bench/RESULTS.md for what each "
                 "precision costs on real weights.")
-    hint = " Next: try --shapes buckets (one trace per length bucket)." if strategy == "dynamic" else ""
+    hint = f" Next: try {option('shapes', 'buckets')} (one trace per length bucket)." if strategy == "dynamic" else ""
     if backend.static_shapes:
-        hint += (f" {backend.name} may compute in bf16/fp16 (Inf1 matmuls always; --auto-cast on Inf2/Trn1):"
-                 " if that is expected, loosen --atol/--rtol, e.g. 1e-2.")
+        hint += (f" {backend.name} may compute in bf16/fp16 (Inf1 matmuls always; {option('auto_cast')} on Inf2/Trn1):"
+                 f" if that is expected, loosen the tolerances, e.g. {option('atol', 1e-2)} {option('rtol', 1e-2)}.")
     return hint
 
 
@@ -350,7 +357,9 @@ def optimize_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
 
 def _trace_one(p, backend, batch: int, length: int, sink: list[str]):
     example = p.example(batch, length, p.options.seed)
-    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+    # quiet_transformers: torch.jit.trace probes every attribute of every submodule, which makes
+    # transformers log advisories about properties nobody uses here (loss_function's "loss_type=None").
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad(), quiet_transformers():
         warnings.simplefilter("always", torch.jit.TracerWarning)
         try:
             with traceable():  # transformers 4.x attention masks, see compat.py

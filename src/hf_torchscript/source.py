@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .architectures import check_task, get_architecture
 from .compat import from_pretrained_kwargs
-from .errors import SourceError, UnsupportedModelError
+from .errors import SourceError, UnsupportedModelError, option
 from .tasks import get_task, infer_task
 
 # Hub ids of models that an installed package ships (module name, attribute holding the folder).
@@ -225,8 +225,8 @@ def _weights_format(path: Path, allow_pickle: bool) -> str:
         if not allow_pickle:
             raise SourceError(
                 f"{str(path)!r} has weights only as pickle (pytorch_model.bin), which can run arbitrary code "
-                "when loaded; convert them to safetensors (model.save_pretrained(DIR)) or pass --allow-pickle "
-                "(allow_pickle=True) if you trust the source"
+                "when loaded; convert them to safetensors (model.save_pretrained(DIR)) or pass "
+                f"{option('allow_pickle', True)} if you trust the source"
             )
         return "pickle"
     raise SourceError(
@@ -239,7 +239,7 @@ def read_pooling(path: Path) -> dict | None:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return None
-    fix = "fix it, or remove modules.json to export the plain transformer (--task feature-extraction)"
+    fix = f"fix it, or remove modules.json to export the plain transformer ({option('task', 'feature-extraction')})"
     modules = read_json_file(modules_file, list, fix)
     pooling = None
     normalize = False
@@ -279,7 +279,7 @@ def read_pooling(path: Path) -> dict | None:
         else:
             raise UnsupportedModelError(
                 f"sentence-transformers module {m.get('type')!r} in {modules_file} is not supported; "
-                "supported after the Transformer: Pooling, Normalize (export --task feature-extraction instead)"
+                f"supported after the Transformer: Pooling, Normalize (export {option('task', 'feature-extraction')} instead)"
             )
     if pooling is None:
         return None
@@ -315,7 +315,7 @@ def load_source(
     if raw.get("auto_map") and not trust_remote_code:
         raise SourceError(
             f"{str(path)!r} needs custom code from the model repository (auto_map in config.json); "
-            "that code would run on your machine: review it, then pass --trust-remote-code (trust_remote_code=True)"
+            f"that code would run on your machine: review it, then pass {option('trust_remote_code', True)}"
         )
     arch = get_architecture(model_type)
     pooling = read_pooling(path)
@@ -384,7 +384,7 @@ def _mismatch_message(path: Path, mismatched) -> str:
     return (
         f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
         "differ); fix config.json (hidden_size, vocab_size, ...) or re-save the model with save_pretrained "
-        "(--allow-new-weights would initialise them at random instead)"
+        f"({option('allow_new_weights', True)} would initialise them at random instead)"
     )
 
 
@@ -434,8 +434,8 @@ def _new_weights_message(path: Path, task: str, new: list[str], raw: dict, pooli
     return (
         f"{str(path)!r} has no trained weights for {len(new)} tensors of the {task} model ({shown}): transformers "
         f"would initialise them at random and the export would compute nonsense. This checkpoint carries: "
-        f"{', '.join(carried_tasks(raw, pooling))}; export one of those with --task, or pass --allow-new-weights "
-        "(allow_new_weights=True) to export the untrained weights anyway (e.g. a fresh head to fine-tune elsewhere)"
+        f"{', '.join(carried_tasks(raw, pooling))}; export one of those with {option('task')}, or pass "
+        f"{option('allow_new_weights', True)} to export the untrained weights anyway (e.g. a fresh head to fine-tune elsewhere)"
     )
 
 

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArtifactError, OptionError, require_extra
+from .errors import ArtifactError, OptionError, option, require_extra
 
 BATCH_AXIS = "batch_size"
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
@@ -95,7 +95,8 @@ def write_repository(artifact, repo, *, name: str | None = None, max_batch_size:
     root = Path(repo)
     clash = [m for m in configs if (root / m).exists()]
     if clash and not force:
-        raise OptionError(f"{root / clash[0]} exists; pass --force to replace it, or choose another --name")
+        raise OptionError(f"{root / clash[0]} exists; pass {option('force', True)} to replace it, or choose another "
+                          f"{option('name')}")
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".hts-triton-", dir=root))
     try:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BackendUnavailableError, OptionError
+from ..errors import BackendUnavailableError, OptionError, option
 
 # --auto-cast MODE[:TYPE]. Modes are neuronx-cc's `--auto-cast` values (Neuron Compiler CLI
 # Reference Guide (neuronx-cc)); types its `--auto-cast-type` values. neuron-cc (Inf1) spells the
@@ -61,7 +61,7 @@ def unavailable(sdk: SDK, cause: BaseException | None = None) -> BackendUnavaila
     return BackendUnavailableError(
         f"backend {sdk.backend!r} needs the AWS Neuron SDK package {sdk.package} (module {sdk.module}), which is not "
         f"importable here{why}; it compiles for {sdk.instances} instances and is not on PyPI: {sdk.torch_pin}. "
-        f"Follow the {sdk.setup_guide}, or use --backend torchscript"
+        f"Follow the {sdk.setup_guide}, or use {option('backend', 'torchscript')}"
     )
 
 
@@ -119,8 +119,8 @@ def parse_auto_cast(value: str, backend: str) -> tuple[str, str | None]:
     types = AUTO_CAST_TYPES[backend]
     if mode not in AUTO_CAST_MODES or (kind and kind not in types) or (mode == "none" and kind):
         raise OptionError(
-            f"--auto-cast {value!r} is not valid for backend {backend}: use MODE or MODE:TYPE with MODE one of "
-            f"{', '.join(AUTO_CAST_MODES)} and TYPE one of {', '.join(types)} (e.g. --auto-cast matmult:bf16)"
+            f"{option('auto_cast', value)} is not valid for backend {backend}: use MODE or MODE:TYPE with MODE one of "
+            f"{', '.join(AUTO_CAST_MODES)} and TYPE one of {', '.join(types)} (e.g. {option('auto_cast', 'matmult:bf16')})"
         )
     return mode, kind or None
 
@@ -138,7 +138,7 @@ def neuronx_compiler_args(options) -> list[str]:
     args = list(options.compiler_args)
     if options.auto_cast is not None:
         if _given(args, "--auto-cast", "--auto-cast-type"):
-            raise OptionError("--auto-cast is also given inside --compiler-args; give it once")
+            raise OptionError(f"--auto-cast is also given inside {option('compiler_args')}; give it once")
         mode, kind = parse_auto_cast(options.auto_cast, "neuronx")
         args += ["--auto-cast", mode] + (["--auto-cast-type", kind] if kind else [])
     elif not _given(args, "--auto-cast"):
@@ -166,7 +166,8 @@ def neuron_compiler_args(options) -> list[str]:
     args = list(options.compiler_args)
     if options.auto_cast is not None:
         if _given(args, "--fast-math", "--fp32-cast"):
-            raise OptionError("--auto-cast is also given inside --compiler-args (--fast-math/--fp32-cast); give it once")
+            raise OptionError(f"{option('auto_cast')} is also given inside {option('compiler_args')} (--fast-math/--fp32-cast); "
+                              "give it once")
         args += ["--fast-math", _FAST_MATH[parse_auto_cast(options.auto_cast, "neuron")]]
     elif not _given(args, "--fast-math", "--fp32-cast"):
         args += ["--fast-math", "none"]

@@ -1,0 +1,88 @@
+"""Progress of the long steps (load, prepare, trace, validate, save), told to a callback the caller picks.
+
+The library never prints on its own: ``export(..., progress=fn)`` and ``validate(..., progress=fn)``
+call ``fn(Step(...))`` when a step starts and after each unit of work in it (one trace per shape
+bucket, one validation case). ``None`` (the default) reports nothing. The CLI passes a
+``TerminalProgress`` (one line on stderr, rewritten in place) only when stderr is a terminal and
+``--quiet`` is not given, so logs and pipes stay clean; its final summary line goes to stdout as before.
+
+    >>> seen = []
+    >>> hts.export("model/", "out/", progress=seen.append)  # doctest: +SKIP
+    >>> [s.stage for s in seen][:3]  # doctest: +SKIP
+    ['load', 'prepare', 'trace']
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, TextIO
+
+
+@dataclass(frozen=True)
+class Step:
+    """One progress report: which step, what it is doing, and how far it is (``total`` 0: unknown)."""
+
+    stage: str  # load | prepare | trace | validate | save (and other steps' own names)
+    detail: str = ""
+    done: int = 0
+    total: int = 0
+
+    def __str__(self) -> str:
+        count = f" {self.done}/{self.total}" if self.total else ""
+        return f"{self.stage}{count}" + (f": {self.detail}" if self.detail else "")
+
+
+Progress = Optional[Callable[[Step], None]]
+
+
+def report(progress: Progress, stage: str, detail: str = "", done: int = 0, total: int = 0) -> None:
+    """Tell ``progress`` (if any) about a step; the one call the library's steps make."""
+    if progress is not None:
+        progress(Step(stage, detail, done, total))
+
+
+class TerminalProgress:
+    """A progress printer for a terminal: one stderr line, rewritten, with the time since start.
+
+    ``close()`` erases the line, so the summary the CLI prints afterwards stands alone.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, width: int = 100):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.start = time.perf_counter()
+        self.shown = False
+
+    def __call__(self, step: Step) -> None:
+        line = f"[{time.perf_counter() - self.start:6.1f}s] {step}"
+        if len(line) > self.width:
+            line = line[: self.width - 3] + "..."
+        self.stream.write("\r\x1b[K" + line)  # carriage return + erase to end of line
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def __enter__(self) -> "TerminalProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def for_terminal(quiet: bool = False, stream: TextIO | None = None) -> TerminalProgress | None:
+    """A TerminalProgress when ``stream`` (stderr) is an interactive terminal and not ``quiet``, else None."""
+    stream = stream if stream is not None else sys.stderr
+    if quiet:
+        return None
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or fake stream
+        return None
+    return TerminalProgress(stream) if interactive else None

@@ -1,0 +1,206 @@
+"""The CLI as a new user meets it: --version, progress on a terminal only, errors in flag terms (and
+the Python API in keyword terms), `validate OUT` finding the recorded model, `info` in each check's terms."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from importlib import metadata
+
+import pytest
+import torch
+
+import hf_torchscript as hts
+from hf_torchscript.cli import main
+from hf_torchscript.progress import Step, TerminalProgress, for_terminal
+
+
+def test_version_names_ours_torch_and_transformers(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"hf-torchscript {hts.__version__} (torch {torch.__version__}, transformers {metadata.version('transformers')})")
+
+
+def test_version_without_transformers(capsys, monkeypatch):
+    real = metadata.version
+
+    def version(name):
+        if name == "transformers":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip().endswith(f"(torch {torch.__version__}, transformers not installed)")
+
+
+# -- progress -------------------------------------------------------------------------------------------
+
+
+def test_export_reports_each_step_to_the_callback_and_never_prints(tiny_model_dir, tmp_path, capsys):
+    src = tiny_model_dir("bert")
+    capsys.readouterr()  # whatever building the tiny model printed
+    steps: list[Step] = []
+    result = hts.export(src, tmp_path / "o", shapes="buckets", buckets=(16, 32, 64), progress=steps.append)
+    assert capsys.readouterr() == ("", "")  # the library prints nothing itself
+    stages = [s.stage for s in steps]
+    assert stages[:2] == ["load", "prepare"] and stages[-2:] == ["save", "text check"]
+    order = {"load": 0, "prepare": 1, "trace": 2, "validate": 3, "save": 4, "text check": 5}
+    assert [order[s] for s in stages] == sorted(order[s] for s in stages)  # one pass, in flow order
+    traces = [s for s in steps if s.stage == "trace"]
+    assert [(s.done, s.total) for s in traces] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [s.detail.split("length ")[-1] for s in traces[:3]] == ["16", "32", "64"]
+    cases = [s for s in steps if s.stage == "validate"]
+    n = len(result.validation.cases)
+    assert [(s.done, s.total) for s in cases] == [(i, n) for i in range(n)]
+
+
+def test_validate_reports_progress(tiny_model_dir, tmp_path):
+    hts.export(tiny_model_dir("bert"), tmp_path / "o")
+    steps: list[Step] = []
+    report = hts.validate(tmp_path / "o", tiny_model_dir("bert"), progress=steps.append)
+    assert [s.stage for s in steps][:3] == ["load", "load", "prepare"] and steps[-1].stage == "text check"
+    assert sum(s.stage == "validate" for s in steps) == len(report.cases)
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_terminal_progress_rewrites_one_line_and_erases_it():
+    term = FakeTerminal()
+    with TerminalProgress(term) as show:
+        show(Step("trace", "buckets with torchscript: batch 2, length 16", 0, 3))
+        show(Step("validate", "(2x17) full/right vs eager (allclose)", 4, 20))
+    text = term.getvalue()
+    assert text.count("\r\x1b[K") == 3 and "\n" not in text
+    assert "trace 0/3: buckets with torchscript: batch 2, length 16" in text and "validate 4/20: (2x17)" in text
+    assert text.endswith("\r\x1b[K")  # nothing left on the line for the summary that follows
+    assert isinstance(for_terminal(False, FakeTerminal()), TerminalProgress)
+    assert for_terminal(True, FakeTerminal()) is None  # --quiet
+    assert for_terminal(False, io.StringIO()) is None  # not a terminal: a pipe, a log file
+
+
+def test_cli_export_is_quiet_off_a_terminal_and_keeps_its_summary(tiny_model_dir, tmp_path, capsys):
+    assert main(["export", str(tiny_model_dir("bert")), str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("exported bert (feature-extraction) to ") and out.count("\n") == 1
+
+
+# -- errors speak the interface they came from ----------------------------------------------------------
+
+
+def test_errors_name_keywords_in_python_and_flags_on_the_cli(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(hts.ArtifactError) as e:
+        hts.export(tiny_model_dir("bert"), out)
+    assert "pass force=True to replace it" in str(e.value) and "--force" not in str(e.value)
+    assert main(["export", str(tiny_model_dir("bert")), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "pass --force to replace it" in err and "force=True" not in err
+
+    with pytest.raises(hts.ShapeError) as e:
+        hts.ExportOptions(shapes="static", buckets=(16,))
+    assert str(e.value) == "buckets only applies to shapes='buckets' (got shapes='static')"
+    assert main(["export", str(tiny_model_dir("bert")), str(tmp_path / "x"), "--shapes", "static",
+                 "--buckets", "16"]) == 1
+    assert "error: --buckets only applies to --shapes buckets (got --shapes static)" in capsys.readouterr().err
+
+
+def test_truncation_and_verify_errors_in_each_interface(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    hts.export(tiny_model_dir("bert", "fill-mask"), out, task="fill-mask", max_length=8)
+    long = "the city " * 10 + "[MASK]"
+    with pytest.raises(hts.InputError) as e:
+        hts.load(out, truncation="error")([long])
+    assert str(e.value).endswith("shorten them, or let them be cut (truncation='warn')")
+    assert main(["run", str(out), long, "--no-truncate"]) == 1
+    assert "shorten them, or let them be cut (no --no-truncate)" in capsys.readouterr().err
+
+    with open(out / "tokenizer.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(hts.ArtifactError, match=r"or pass verify=False if you changed it on purpose"):
+        hts.load(out)
+    assert main(["run", str(out), "a [MASK]"]) == 1
+    assert "or pass --no-verify if you changed it on purpose" in capsys.readouterr().err
+
+
+# -- validate OUT without --model ---------------------------------------------------------------------
+
+
+def test_validate_without_model_uses_the_recorded_one(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_model_dir("bert"), work / "models" / "tiny")
+    monkeypatch.chdir(work)
+    assert main(["export", "models/tiny", "out"]) == 0  # a relative MODEL path
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert manifest["source"]["model"] == "models/tiny"
+    assert manifest["source"]["path"] == str((work / "models" / "tiny").resolve())
+    monkeypatch.chdir(tmp_path)  # elsewhere: "models/tiny" no longer resolves, the recorded path does
+    capsys.readouterr()
+    assert main(["validate", str(work / "out")]) == 0
+    assert capsys.readouterr().out.startswith("validation passed:")
+
+    shutil.move(work / "models" / "tiny", tmp_path / "moved")
+    assert main(["validate", str(work / "out")]) == 1
+    err = capsys.readouterr().err
+    assert (f"the model {work / 'out'} was exported from, 'models/tiny' (at {manifest['source']['path']}), cannot be "
+            "found offline") in err and "pass --model MODEL, the model it was exported from" in err
+    with pytest.raises(hts.SourceError, match="pass model=MODEL, the model it was exported from"):
+        hts.validate(work / "out")
+    assert main(["validate", str(work / "out"), "--model", str(tmp_path / "moved")]) == 0  # --model overrides
+
+
+def test_validate_an_in_memory_export_needs_model(tmp_path):
+    from models import tiny_config
+    from transformers import AutoModel
+
+    hts.export(AutoModel.from_config(tiny_config("bert", "feature-extraction")), tmp_path / "o")
+    with pytest.raises(hts.SourceError, match=r"was exported from an in-memory model, so its manifest names no model"):
+        hts.validate(tmp_path / "o")
+
+
+# -- info: each check in its own terms --------------------------------------------------------------------
+
+
+def test_info_states_the_fp32_tolerance_check(tiny_model_dir, tmp_path, capsys):
+    hts.export(tiny_model_dir("bert"), tmp_path / "o")
+    assert main(["info", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    v = json.loads((tmp_path / "o" / "manifest.json").read_text())["validation"]
+    assert f"validation    passed: {len(v['cases'])} cases vs float32 eager" in text
+    assert (f"  tolerance   |exported - eager| <= atol 0.0001 + rtol 0.0001 x |eager|; max abs diff "
+            f"last_hidden_state {v['max_abs_diff']['last_hidden_state']:.2e}") in text
+    assert "token_type_ids int64 (batch_size, sequence_length) [optional: zeros]" in text
+    assert "cosine" not in text
+
+
+def test_info_states_a_bf16_check_by_cosine_and_top1(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    hts.export(tiny_model_dir("bert", "text-classification"), out, task="text-classification", dtype="bfloat16")
+    v = json.loads((out / "manifest.json").read_text())["validation"]
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"validation    passed: {len(v['cases'])} cases, bfloat16 vs float32 eager by cosine" in text
+    assert f"  cosine      min per row logits {v['min_cosine']['logits']:.5f} (needs >= 0.995)" in text
+    assert f"  top-1       agreement logits {v['top1_agreement']['logits']:.1%}" in text
+    assert "not the criterion at reduced precision" in text
+    assert "atol" not in text  # the fp32 tolerance was not the check
+
+    assert main(["info", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: v for k, v in doc.items() if k != "summary"} == manifest  # the manifest as written, plus a summary
+    [grid] = doc["summary"]["checks"]
+    assert doc["summary"]["verified"] and doc["summary"]["passed"]
+    assert (grid["check"], grid["mode"], grid["precision"], grid["cases"]) == ("grid", "cosine", "bfloat16",
+                                                                               len(v["cases"]))
+    assert grid["thresholds"] == {"min_cosine": 0.995, "max_norm_error": 0.05, "top1_tie": 0.02}
+    assert grid["measured"]["min_cosine"] == v["min_cosine"]
