@@ -4,6 +4,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 from models import save_tiny  # noqa: E402
@@ -56,3 +58,12 @@ def tiny_artifact(tiny_model_dir, tmp_path_factory):
         return cache[model_type, task]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def runner(tmp_path_factory) -> Path:
+    """The C++ runner cpp/hts_run, built once per session (HTS_CPP_BUILD_DIR: reuse a build folder)."""
+    from hf_torchscript.cpp import build_runner
+
+    build_dir = os.environ.get("HTS_CPP_BUILD_DIR") or tmp_path_factory.mktemp("cpp-build")
+    return build_runner(build_dir)

@@ -2,15 +2,14 @@
 dynamic and bucketed artifacts, padded rows, batch 1 and >1, two tiny architectures and the real
 MiniLM sentence embedding; and a clear one-line error with a non-zero exit for each bad input.
 
-The runner is built once per session (about a minute on 2 cores); set HTS_CPP_BUILD_DIR to reuse
-a build folder between runs. A missing cmake or compiler fails these tests (BuildError), it does
-not skip them.
+The runner is built once per session (the `runner` fixture in conftest.py, shared with
+test_aoti.py; about a minute on 2 cores); set HTS_CPP_BUILD_DIR to reuse a build folder between
+runs. A missing cmake or compiler fails these tests (BuildError), it does not skip them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,12 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 ATOL = RTOL = 1e-4
 
 cpp = [pytest.mark.cpp, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def runner(tmp_path_factory) -> Path:
-    build_dir = os.environ.get("HTS_CPP_BUILD_DIR") or tmp_path_factory.mktemp("cpp-build")
-    return build_runner(build_dir)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,9 @@ back, verify it.
 
     OUTPUT_DIR/model.pt       TorchScript; its extra file "manifest.json" is the manifest minus the
                               hash of model.pt itself
+    OUTPUT_DIR/model.pt2      instead of model.pt for format "aoti-pt2" (--backend aoti; pt2.py): an
+                              AOTInductor package; extra/manifest.json is the manifest minus its hash,
+                              and its metadata holds the signature it was compiled for
     OUTPUT_DIR/manifest.json  the contract for Python, C++ and serving users, with ``files``: the
                               sha256 of every other file in the directory (``sha256``: model.pt's)
     OUTPUT_DIR/tokenizer.json (and friends) when the source had a tokenizer, usable as it is by any
@@ -27,6 +30,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, atomic
+from .deprecation import jit_api
 from .errors import ArtifactError, SourceError, option
 from .schema import check_manifest
 
@@ -34,6 +38,8 @@ from .schema import check_manifest
 FORMAT_VERSION = 2
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
+# The manifest's "format" -> the model file that holds it (no "format": a TorchScript artifact).
+MODEL_FILES = {"torchscript": MODEL_FILE, "aoti-pt2": "model.pt2"}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -71,24 +77,28 @@ def save_module(module, path: Path, manifest: dict | None = None) -> None:
         extra[MANIFEST_FILE] = json.dumps(strict_json(_embeddable(manifest)), indent=2, sort_keys=False, allow_nan=False)
     # Through a Python file object, not a path: torch's own file writer throws from a destructor on
     # ENOSPC and aborts the process (SIGABRT); a Python writer raises OSError like any other write.
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, jit_api():
         torch.jit.save(module, f, _extra_files=extra)
 
 
-def _embeddable(manifest: dict) -> dict:
-    """The manifest as model.pt embeds it: everything but the hash of model.pt itself."""
+def _embeddable(manifest: dict, model_name: str = MODEL_FILE) -> dict:
+    """The manifest as the model file embeds it: everything but the hash of the model file itself."""
     out = {k: v for k, v in manifest.items() if k != "sha256"}
     if isinstance(out.get("files"), dict):
-        out["files"] = {k: v for k, v in out["files"].items() if k != MODEL_FILE}
+        out["files"] = {k: v for k, v in out["files"].items() if k != model_name}
     return out
 
 
 def roundtrip(module, staging: Path):
     """Save ``module`` and load it back: validation must run on what a user will load, not the object in memory."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        # Another format (backends/aoti.Pt2Build): it compiles into the staging dir, kept for seal().
+        return module.roundtrip(staging)
     scratch = staging / "roundtrip.pt"
     save_module(module, scratch)
     try:
-        return torch.jit.load(str(scratch))
+        with jit_api():
+            return torch.jit.load(str(scratch))
     finally:
         scratch.unlink()
 
@@ -103,8 +113,19 @@ def seal(staging: Path, module, manifest: dict) -> dict:
     """Hash the other files, then write model.pt (manifest embedded) and manifest.json; returns the manifest.
 
     Called again when the manifest changes after a check that reads the written artifact (the text
-    check), so model.pt's embedded copy always equals manifest.json.
+    check), so model.pt's embedded copy always equals manifest.json. A model.pt2 (compiled and
+    validated by roundtrip) records itself in the manifest and packages the manifest in likewise.
     """
+    if not isinstance(module, torch.jit.ScriptModule):
+        name = module.finish(staging, manifest)
+        files = {f.name: sha256_file(f) for f in sorted(staging.iterdir())
+                 if f.is_file() and f.name not in (name, MANIFEST_FILE)}
+        manifest["files"] = files
+        module.embed_manifest(staging, json.dumps(strict_json(_embeddable(manifest, name)), indent=2, allow_nan=False))
+        manifest["sha256"] = sha256_file(staging / name)
+        manifest["files"] = {name: manifest["sha256"], **files}
+        write_manifest(staging, manifest)
+        return manifest
     files = {f.name: sha256_file(f) for f in sorted(staging.iterdir())
              if f.is_file() and f.name not in (MODEL_FILE, MANIFEST_FILE)}
     manifest["files"] = files
@@ -193,20 +214,30 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return check_manifest(manifest, str(mf))
 
 
+def model_file_name(manifest: dict) -> str:
+    """The artifact's model file: model.pt (TorchScript) or model.pt2 (AOTInductor package)."""
+    fmt = manifest.get("format", "torchscript")
+    if fmt not in MODEL_FILES:
+        raise ArtifactError(f"manifest format {fmt!r} is not one this hf-torchscript reads "
+                            f"({', '.join(MODEL_FILES)}): upgrade hf-torchscript")
+    return MODEL_FILES[fmt]
+
+
 def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
-    """Check every file's sha256 against manifest.json and the manifest embedded in model.pt; returns the manifest."""
+    """Check every file's sha256 against manifest.json and the manifest embedded in the model file; returns it."""
     d = Path(directory)
     manifest = manifest or read_manifest(d)
-    model_file = d / MODEL_FILE
+    model_name = model_file_name(manifest)
+    model_file = d / model_name
     if not model_file.is_file():
-        raise ArtifactError(f"{str(d)!r} has no {MODEL_FILE}; re-export the model")
+        raise ArtifactError(f"{str(d)!r} has no {model_name}; re-export the model")
     if not manifest.get("sha256"):
         raise ArtifactError(
-            f"{d / MANIFEST_FILE} records no sha256 for {MODEL_FILE}, so it cannot be verified; re-export the model, "
+            f"{d / MANIFEST_FILE} records no sha256 for {model_name}, so it cannot be verified; re-export the model, "
             f"or pass {option('verify', False)} to load it unchecked"
         )
     files = manifest.get("files") if manifest.get("format_version", 1) >= 2 else {MODEL_FILE: manifest.get("sha256")}
-    if not isinstance(files, dict) or files.get(MODEL_FILE) != manifest.get("sha256"):
+    if not isinstance(files, dict) or files.get(model_name) != manifest.get("sha256"):
         raise ArtifactError(f"{d / MANIFEST_FILE} has no valid 'files' list of hashes: it was edited; re-export the model")
     for name, want in files.items():
         path = d / name
@@ -218,17 +249,18 @@ def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
                 f"{path} sha256 {got[:16]}... does not match manifest.json ({str(want)[:16]}...): the file was "
                 f"modified or replaced; re-export it, or pass {option('verify', False)} if you changed it on purpose"
             )
-    embedded = embedded_manifest(model_file)
-    if embedded is not None and embedded != _embeddable(manifest):
+    embedded = embedded_manifest(model_file)  # model.pt's extra file, or model.pt2's extra/manifest.json
+    if embedded is not None and embedded != _embeddable(manifest, model_name):
         raise ArtifactError(
-            f"{d / MANIFEST_FILE} differs from the manifest embedded in {MODEL_FILE}: one of them was edited; "
+            f"{d / MANIFEST_FILE} differs from the manifest embedded in {model_name}: one of them was edited; "
             "re-export the model"
         )
     return manifest
 
 
 def embedded_manifest(model_file: Path) -> dict | None:
-    """The manifest model.pt carries as its extra file (read from the zip, without loading the module)."""
+    """The manifest the model file carries (model.pt: its extra file; model.pt2: the package's
+    extra/manifest.json), read from the zip without loading the module."""
     try:
         with zipfile.ZipFile(model_file) as z:
             name = next((n for n in z.namelist() if n.endswith("/extra/" + MANIFEST_FILE)), None)
@@ -237,13 +269,22 @@ def embedded_manifest(model_file: Path) -> dict | None:
             return json.loads(z.read(name))
     except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, but also zlib.error, EOFError, ValueError ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ArtifactError(f"{model_file} is not a readable TorchScript archive ({first}); re-export the model") from None
+        raise ArtifactError(f"{model_file} is not a readable model archive ({first}); re-export the model") from None
 
 
 def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_location: str = "cpu"):
-    """torch.jit.load model.pt after verifying it; returns (module, manifest)."""
+    """Load the model file after verifying it; returns (module, manifest).
+
+    Whatever the format, the module takes the manifest's inputs positionally and returns a tuple in
+    the order of its outputs: a ScriptModule for model.pt, a ``pt2.Pt2Module`` (input checks from
+    the manifest, buckets) for model.pt2.
+    """
     d = Path(directory)
     manifest = verify(d) if verify_sha else read_manifest(d)
+    if model_file_name(manifest) != MODEL_FILE:
+        from .pt2 import load_pt2
+
+        return load_pt2(d, manifest), manifest
     if manifest.get("backend", "torchscript") != "torchscript":
         # A Neuron module calls neuron::* ops that exist only once its SDK is imported.
         from .backends import get_backend
@@ -252,7 +293,8 @@ def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_lo
         if sdk_import is not None:
             sdk_import()
     try:
-        module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location)
+        with jit_api():
+            module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location)
     except Exception as e:  # a damaged archive raises RuntimeError, but also UnicodeDecodeError, IndexError ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ArtifactError(f"torch.jit.load could not read {d / MODEL_FILE}: {first}; re-export the model") from None
@@ -271,6 +313,7 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
         id2label = {str(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     m = {
         "format_version": FORMAT_VERSION,
+        "format": backend.format,
         "producer": "hf-torchscript",
         "task": task.name,
         "model_type": config.model_type,
@@ -332,10 +375,14 @@ def versions() -> dict:
 
 def _precision(opts, tolerance) -> dict:
     """What model.pt computes in, for readers of the manifest (inputs/outputs stay as listed)."""
-    if opts.quantize:
+    if opts.quantize and opts.backend == "aoti":
+        compute = ("int8 weights and per-token dynamic int8 activations for nn.Linear (torchao "
+                   "Int8DynamicActivationInt8WeightConfig), float32 elsewhere")
+    elif opts.quantize:
         compute = "int8 weights for nn.Linear (torch dynamic quantization: activations quantized per batch), float32 elsewhere"
     elif opts.dtype != "float32":
-        compute = f"{opts.dtype}; float inputs are cast to {opts.dtype} inside model.pt and float outputs cast back to float32"
+        compute = (f"{opts.dtype}; float inputs are cast to {opts.dtype} inside the model file and float outputs "
+                   "cast back to float32")
     else:
         compute = "float32"
     return {

@@ -249,7 +249,7 @@ def _write(text: str, path: str | None) -> None:
 
 
 def cmd_info(a) -> int:
-    from .artifact import read_manifest, verify
+    from .artifact import model_file_name, read_manifest, verify
     from .display import checks, validation_lines
 
     m = read_manifest(a.output_dir)  # schema-checked: every key used below as m[...] is there
@@ -262,7 +262,8 @@ def cmd_info(a) -> int:
     s = m["shapes"]
     source = (m.get("source") or {}).get("model", "?")
     lines = [
-        f"artifact      {a.output_dir} (format {m['format_version']}, sha256 {m['sha256'][:16]}... verified)",
+        f"artifact      {a.output_dir} (format {m.get('format', 'torchscript')} v{m['format_version']}, "
+        f"{model_file_name(m)} sha256 {m['sha256'][:16]}..., {len(m.get('files') or {}) or 1} files verified)",
         f"model         {m['model_type']} {m.get('model_class', '')} from {source}",
         f"task          {m['task']}",
         "inputs        " + ", ".join(f"{i['name']} {i['dtype']} ({', '.join(map(str, i['shape']))})"
@@ -277,6 +278,9 @@ def cmd_info(a) -> int:
         *([f"neuron        {m['neuron'].get('sdk', '?')} {m['neuron'].get('sdk_version') or '?'} for "
            f"{m['neuron'].get('instances', '?')}; {m['neuron'].get('compiler', '?')} {m['neuron'].get('compiler_args_text', '')}"
            + (", dynamic batch" if m['neuron'].get('dynamic_batch') else "")] if m.get("neuron") else []),
+        *([f"aoti          {len(m['aoti']['models'])} compiled model(s) for CPU ISA {m['aoti'].get('cpu_isa') or '?'} "
+           f"with torch {m['aoti']['torch']} (runs only with that torch; compile {m['aoti']['compile_seconds']}s)"]
+          if m.get("aoti") else []),
         f"pad token id  {m['pad_token_id']}",
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",

@@ -23,7 +23,8 @@ from pathlib import Path
 from . import artifact, parity, shapes, textcheck
 from .atomic import check_space, interruptible, write_error
 from .backends import get_backend
-from .errors import OptionError, ValidationError
+from .deprecation import NOTICE as TORCHSCRIPT_NOTICE
+from .errors import OptionError, TraceError, ValidationError
 from .options import ExportOptions
 from .parity import ValidationReport, tolerance_for
 from .prepare import prepare
@@ -44,10 +45,13 @@ class ExportResult:
 
     def __str__(self) -> str:
         s = self.manifest["shapes"]
-        return (
+        text = (
             f"exported {self.manifest['model_type']} ({self.manifest['task']}) to {self.output_dir} "
             f"[shapes: {self.strategy}, lengths 1..{s['max_length']}] in {self.seconds:.1f}s; {self.validation.summary()}"
         )
+        if self.manifest.get("format", "torchscript") == "torchscript":
+            text += f"\nnote: {TORCHSCRIPT_NOTICE}"  # said once per export; each torch.jit call is quiet (deprecation.py)
+        return text
 
 
 @interruptible()  # SIGTERM cleans up like Ctrl-C while an export runs; the previous handler comes back
@@ -78,8 +82,13 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     try:
         attempts: list[str] = []
         tracer_warnings: list[str] = []
+        report = None
         for strategy in shapes.candidates(p, backend):
-            module, info = shapes.build(p, backend, strategy, tracer_warnings, progress=progress)
+            try:
+                module, info = shapes.build(p, backend, strategy, tracer_warnings, progress=progress)
+            except shapes.StrategyRefused as e:  # aoti: torch.export cannot make the range dynamic
+                attempts.append(f"{strategy} refused ({e})")
+                continue
             if backend.can_run_here():
                 report = parity.run_grid(p, artifact.roundtrip(module, staging), info, progress=progress)
             else:
@@ -88,6 +97,9 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
                 break
             attempts.append(f"{strategy} failed ({report.failures[0]})")
         else:
+            if report is None or attempts[-1].startswith(f"{strategy} refused"):
+                raise TraceError(f"{backend.name} cannot export {p.arch.model_type} ({p.task.name}) with --shapes "
+                                 f"{options.shapes}: {'; '.join(attempts)}.{shapes.failure_hint(p, strategy, backend)}")
             raise ValidationError(
                 f"the exported {strategy} module does not match the eager model in {len(report.failures)} checks "
                 f"({tolerance.describe()}); nothing was written.{shapes.failure_hint(p, strategy, backend)}\n"
@@ -96,11 +108,12 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
             )
         info["reason"] = shapes.reason(strategy, options.shapes, report, attempts, backend)
         manifest = artifact.build_manifest(p, backend, report, info, tracer_warnings, tolerance)
-        tell(progress, "save", f"model.pt, manifest.json, tokenizer files -> {output_dir}")
+        model_file = artifact.MODEL_FILES[backend.format]
+        tell(progress, "save", f"{model_file}, manifest.json, tokenizer files -> {output_dir}")
         artifact.write_artifact(staging, module, manifest, src.tokenizer)
         # Real texts through the written tokenizer.json and model.pt, as a user runs them; the
         # result goes into the manifest model.pt embeds, so the staged artifact is sealed again.
-        tell(progress, "text check", "real texts through the written tokenizer.json and model.pt vs the reference")
+        tell(progress, "text check", f"real texts through the written tokenizer.json and {model_file} vs the reference")
         text = textcheck.check_texts(p, staging, tolerance) if report.ran else textcheck.not_run(report.note)
         report.text = manifest["validation"]["text"] = text.to_json()
         if text.ran and not text.passed:

@@ -43,7 +43,7 @@ TASK_NAMES = (
 )
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("dynamic-int8",)
-BACKENDS = ("torchscript", "neuronx", "neuron")
+BACKENDS = ("torchscript", "aoti", "neuronx", "neuron")
 NEURON_BACKENDS = ("neuronx", "neuron")
 
 
@@ -100,10 +100,11 @@ class ExportOptions:
     untie_weights: bool = _opt(False, "store the LM head and the input embeddings as two tensors")
     dtype: str = _opt("float32", "compute dtype; bfloat16/float16 keep float32 inputs and outputs and are "
                       "validated by cosine against float32 eager", choices=DTYPES)
-    quantize: str | None = _opt(None, "dynamic-int8: int8 nn.Linear weights, validated by cosine against "
-                                "float32 eager", choices=QUANTIZATIONS)
+    quantize: str | None = _opt(None, "dynamic-int8: int8 nn.Linear weights (aoti: torchao, int8 activations "
+                                "too), validated by cosine against float32 eager", choices=QUANTIZATIONS)
     optimize: bool = _opt(False, "torch.jit.freeze the module (weights become constants)")
-    backend: str = _opt("torchscript", "torchscript (CPU/GPU), neuronx (AWS Inf2/Trn1/Trn2, torch-neuronx), "
+    backend: str = _opt("torchscript", "torchscript (model.pt, CPU/GPU), aoti (torch.export + AOTInductor "
+                        "model.pt2, CPU; docs/formats.md), neuronx (AWS Inf2/Trn1/Trn2, torch-neuronx), "
                         "neuron (AWS Inf1, torch-neuron)", choices=BACKENDS)
     compiler_args: tuple[str, ...] = _opt((), "Neuron: arguments for neuronx-cc/neuron-cc, one quoted string, "
                                           "e.g. '--optlevel 1'", parse=shell_words, metavar="'ARGS'")
@@ -155,6 +156,10 @@ class ExportOptions:
         if self.quantize and self.dtype != "float32":
             raise OptionError(f"{option('quantize', self.quantize)} works on a float32 model; drop {option('dtype')} or "
                               f"{option('quantize')}")
+        if self.backend == "aoti" and (self.static_batch or self.optimize):
+            what = option("static_batch", True) if self.static_batch else option("optimize", True)
+            raise OptionError(f"{what} applies to the torchscript backend; an AOTInductor package takes any batch "
+                              f"and is compiled and optimized by Inductor: drop it, or use {option('backend', 'torchscript')}")
         if self.backend not in NEURON_BACKENDS:
             neuron_only = [option(name) for name, on in (("compiler_args", bool(self.compiler_args)),
                                                           ("auto_cast", self.auto_cast is not None),

@@ -472,6 +472,12 @@ def run_grid(p, module, shapes_info: dict, *, atol: float | None = None, rtol: f
         traced_choices=traced.get("num_choices", 3),
         traced_decoder_length=traced.get("decoder_sequence_length", 9),
     )
+    # Sizes a backend asks to prove on top of the strategy's grid (aoti: where a shape guard that
+    # torch.export recorded breaks, backends/aoti.guard_cases).
+    for dims in shapes_info.get("extra_cases") or []:
+        B = dims["batch_size"]
+        multi = ("full", "right", "first", "left") if p.arch.decoder else ("full", "right", "first")
+        grid.append(Case(dict(dims), ("full",) if B == 1 else tuple(multi[i % len(multi)] for i in range(B))))
     atol = p.options.atol if atol is None else atol
     rtol = p.options.rtol if rtol is None else rtol
     return check(

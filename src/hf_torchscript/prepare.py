@@ -12,8 +12,10 @@ below is the replacement: positional tensors in, a tuple of named outputs out.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from .architectures import Architecture, get_architecture
-from .errors import ShapeError, TraceError, option
+from .errors import OptionError, ShapeError, TraceError, option
 from .inputs import InputSpec, OutputSpec, input_specs, make_inputs
 from .options import DEFAULT_SHAPES, ExportOptions
 from .source import Source
@@ -309,6 +311,8 @@ def check_axes(name: str, declared: tuple, shape_a, dims_a: dict, shape_b, dims_
 
 def convert(wrapper: ExportWrapper, opts: ExportOptions) -> torch.nn.Module:
     """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference."""
+    if opts.quantize == "dynamic-int8" and opts.backend == "aoti":
+        return quantize_int8_torchao(wrapper)
     if opts.quantize == "dynamic-int8":
         with warnings.catch_warnings():
             # torch.ao.quantization is deprecated in favour of torchao, which does not trace to TorchScript.
@@ -318,6 +322,43 @@ def convert(wrapper: ExportWrapper, opts: ExportOptions) -> torch.nn.Module:
         dtype = getattr(torch, opts.dtype)
         return PrecisionWrapper(copy.deepcopy(wrapper).to(dtype), dtype)
     return wrapper
+
+
+def quantize_int8_torchao(wrapper: nn.Module) -> nn.Module:
+    """A copy of ``wrapper`` with torchao int8 weights and per-token dynamic int8 activations on nn.Linear.
+
+    The torch.export-era counterpart of torch.ao's quantize_dynamic, which torch deprecates in favour
+    of torchao and which the torchscript backend keeps (torchao's tensor subclasses do not trace to
+    TorchScript). It exports and compiles with AOTInductor on CPU (torchao 0.18, torch 2.13).
+    """
+    try:
+        # torchao logs a warning for each CUDA-only extension it cannot load on a CPU build of torch.
+        with _quiet_loggers("torchao", "torch.utils._pytree"):
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as e:
+        raise OptionError(
+            f"{option('quantize', 'dynamic-int8')} with {option('backend', 'aoti')} needs torchao "
+            f"({type(e).__name__}: {e}); `pip install torchao` (it does not change torch), or drop {option('quantize')}"
+        ) from None
+    q = copy.deepcopy(wrapper)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_(q, Int8DynamicActivationInt8WeightConfig())
+    return q
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """These loggers at ERROR for the block, then as they were (no lasting process-wide change)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def pad_token_id(config, tokenizer) -> int:

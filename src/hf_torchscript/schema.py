@@ -20,6 +20,7 @@ _TENSOR = {"name": (True, str), "dtype": (True, str), "shape": (True, ("list", (
 # Formats 1 and 2 (2 added ``files``); readers accept both.
 MANIFEST = {
     "format_version": (True, _INT),
+    "format": (False, str),  # "torchscript" (model.pt) or "aoti-pt2" (model.pt2); absent: torchscript
     "task": (True, str),
     "model_type": (True, str),
     "inputs": (True, ("list", _TENSOR)),
@@ -57,6 +58,7 @@ MANIFEST = {
     "weights": (False, ("map", _ANY)),
     "precision": (False, ("map", _ANY)),
     "neuron": (False, ("map", _ANY)),
+    "aoti": (False, {"models": (True, ("list", str)), "cpu_isa": (False, (None, str)), "torch": (False, str)}),
     "generation": (False, {"decoder_start_token_id": (False, _INT), "eos_token_id": (False, (None, _INT))}),
     "sentence_embedding": (False, ("map", _ANY)),
     "newly_initialized_weights": (False, ("list", str)),

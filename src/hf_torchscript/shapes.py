@@ -22,13 +22,22 @@ from typing import Sequence
 import torch
 
 from .compat import traceable
+from .deprecation import jit_api
 from .errors import ShapeError, TraceError, option
 from .progress import report as tell
 from .source import quiet_transformers
-from .inputs import InputSpec
+from .inputs import InputSpec, range_text
 from .options import DEFAULT_SHAPES
 
 MIN_BUCKET = 16
+
+
+class StrategyRefused(Exception):
+    """A backend cannot build this strategy for this model (the message says why): try the next candidate.
+
+    aoti raises it when torch.export cannot make the length range dynamic; the exporter records it
+    like a failed validation and falls back (auto), or reports it (a requested strategy).
+    """
 
 
 def default_buckets(max_length: int) -> tuple[int, ...]:
@@ -147,12 +156,7 @@ def _generate_source(specs: Sequence[InputSpec], out_seq_dims: Sequence[int]) ->
         )
         if s.value_range is not None:
             lo, hi = s.value_range
-            what = {
-                "attention_mask": "0 or 1",
-                "decoder_attention_mask": "0 or 1",
-                "token_type_ids": f"in [{lo}, {hi}) (the model has {hi} token types)",
-            }.get(s.name, f"token ids in [{lo}, {hi}) (the vocabulary has {hi} entries); use the "
-                          "tokenizer shipped with the artifact")
+            what = range_text(s.name, lo, hi)
             checks.append(
                 f"        if {s.name}.numel() > 0:\n"
                 f"            if bool({s.name}.min() < {lo}) or bool({s.name}.max() >= {hi}):\n"
@@ -251,7 +255,8 @@ def build_dispatcher(
     namespace: dict = {"__name__": "hf_torchscript_generated"}
     exec(compile(src, filename, "exec"), namespace)
     module = namespace["ShapeDispatcher"](list(traces), [int(x) for x in lengths], bool(pad), int(batch))
-    return torch.jit.script(module)
+    with jit_api():
+        return torch.jit.script(module)
 
 
 # -- planning ---------------------------------------------------------------------------------------
@@ -296,7 +301,12 @@ def plan(p, strategy: str):
 
 
 def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=None):
-    """Trace every shape ``strategy`` needs and wrap the traces in one dispatcher; returns (module, shapes info)."""
+    """Trace every shape ``strategy`` needs and wrap the traces in one dispatcher; returns (module, shapes info).
+
+    A backend with its own format (aoti) builds its model itself; it may raise StrategyRefused.
+    """
+    if backend.build is not None:
+        return backend.build(p, strategy, tracer_warnings, progress=progress)
     opts = p.options
     lengths, traced_at, pad = plan(p, strategy)
     traces = []
@@ -352,7 +362,8 @@ def optimize_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     saves, reloads and stays exact, but measured against freeze alone it only wins at tiny shapes
     (1x16: 0.73x vs 0.80x of eager) and loses at 8x128 (1.00x vs 0.91x); bench/RESULTS.md has both.
     """
-    return torch.jit.freeze(module.eval())
+    with jit_api():
+        return torch.jit.freeze(module.eval())
 
 
 def _trace_one(p, backend, batch: int, length: int, sink: list[str]):

@@ -1,8 +1,11 @@
-"""Tracing backends: each turns one prepared module and one example input into a ScriptModule.
+"""Backends: each turns the prepared module into the artifact's model.
 
-Only "trace one shape" differs between backends; the rest of the flow (prepare, dummy inputs,
-shape strategies, validation, artifact) is shared. SDKs are imported lazily, so a missing
-Neuron SDK only matters when that backend is asked for.
+torchscript, neuronx and neuron trace one shape into a ScriptModule (``trace``); shapes.py wraps the
+traces in one scripted dispatcher. aoti writes another format (``model.pt2``), so it brings its own
+``build`` for a shape strategy (torch.export, then an AOTInductor compile when the artifact code
+saves it); the rest of the flow (prepare, candidates, the validation grid on the reloaded model,
+manifest, atomic commit) is shared. SDKs are imported lazily, so a missing Neuron SDK only matters
+when that backend is asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ..errors import OptionError
 @dataclass(frozen=True)
 class Backend:
     name: str
-    trace: Callable  # trace(module, example_inputs: tuple[Tensor, ...], options: ExportOptions) -> ScriptModule
+    trace: Callable | None  # trace(module, example_inputs: tuple[Tensor, ...], options: ExportOptions) -> ScriptModule
     static_shapes: bool  # compiled per shape: `auto` means buckets, `dynamic` is refused
     unties_weights: bool  # the compiler cannot share a tensor between embedding and LM head
     # The traced module runs on this machine (so it can be validated here). A callable is asked at
@@ -28,13 +31,17 @@ class Backend:
     import_sdk: Callable[[], object] | None = None
     # describe(options) -> dict recorded in the manifest (SDK, version, compiler arguments).
     describe: Callable[..., dict] | None = None
+    # build(prepared, strategy, tracer_warnings) -> (model, shapes info), for a format that is not a
+    # dispatcher over traces; the model then saves itself (artifact.roundtrip / write_artifact).
+    build: Callable | None = None
+    format: str = "torchscript"  # the manifest's "format": which model file, which loader
 
     def can_run_here(self) -> bool:
         """Whether a module traced by this backend can execute on this machine right now."""
         return bool(self.runs_on_host() if callable(self.runs_on_host) else self.runs_on_host)
 
 
-_MODULES = {"torchscript": "torchscript", "neuronx": "neuronx", "neuron": "neuron"}
+_MODULES = {"torchscript": "torchscript", "aoti": "aoti", "neuronx": "neuronx", "neuron": "neuron"}
 
 
 def get_backend(name: str) -> Backend:
