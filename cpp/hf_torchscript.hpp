@@ -6,11 +6,25 @@
 //     torch::Tensor emb = outputs.at("sentence_embedding");  // (batch_size, 384)
 //
 // Every failure (missing files, a file whose sha256 differs from manifest.json, a manifest that
-// does not belong to model.pt, wrong input names, dtype or rank, a length over the artifact's
-// maximum) throws hf_torchscript::Error with a one-line message that says what was wrong and what to do.
+// does not belong to the model file, wrong input names, dtype or rank, a length over the artifact's
+// maximum, a token id outside the vocabulary) throws hf_torchscript::Error with a one-line message
+// that says what was wrong and what to do.
+//
+// Both formats load the same way: TorchScript (model.pt, torch::jit::load) and AOTInductor packages
+// (model.pt2, manifest "format": "aoti-pt2", torch::inductor::AOTIModelPackageLoader). A model.pt
+// checks its inputs itself; a model.pt2 cannot (its kernels trust their inputs: an over-long row
+// aborts the process), so this header checks them from the manifest, with the same words.
 #pragma once
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
+
+#if __has_include(<torch/csrc/inductor/aoti_package/model_package_loader.h>)
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#define HF_TORCHSCRIPT_HAS_AOTI 1
+#else
+#define HF_TORCHSCRIPT_HAS_AOTI 0
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +34,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -42,6 +57,8 @@ struct TensorSpec {
   std::string dtype;
   std::vector<nlohmann::json> shape;
   std::string default_value;  // "" (required) or "zeros"
+  bool has_range = false;  // "range": [lo, hi) the values may take: token ids inside the vocabulary, masks 0/1
+  int64_t lo = 0, hi = 0;
 };
 
 using NamedTensors = std::map<std::string, torch::Tensor>;
@@ -277,11 +294,19 @@ class Model {
     if (!fs::is_regular_file(manifest_file))
       throw Error("'" + directory + "' has no manifest.json: not an hf-torchscript artifact (or an unfinished one)");
     manifest_ = parse_json_file(manifest_file.string());
-    const fs::path model_file = dir / "model.pt";
-    if (!fs::is_regular_file(model_file))
-      throw Error("'" + directory + "' has no model.pt; re-export the model");
     read_manifest(manifest_file.string());
-    verify_files(dir, manifest_file.string());
+    if (format_ != "torchscript" && format_ != "aoti-pt2")
+      throw Error(manifest_file.string() + " has format '" + format_ + "'; this hf_torchscript.hpp reads torchscript "
+                  "and aoti-pt2: upgrade it");
+    const std::string model_name = format_ == "aoti-pt2" ? "model.pt2" : "model.pt";
+    const fs::path model_file = dir / model_name;
+    if (!fs::is_regular_file(model_file))
+      throw Error("'" + directory + "' has no " + model_name + "; re-export the model");
+    verify_files(dir, manifest_file.string(), model_name);
+    if (format_ == "aoti-pt2") {
+      load_pt2(model_file.string(), manifest_file.string());
+      return;
+    }
 
     torch::jit::ExtraFilesMap extra{{"manifest.json", ""}};
     try {
@@ -301,6 +326,9 @@ class Model {
   const std::string& task() const { return task_; }
   int64_t max_length() const { return max_length_; }
   int64_t pad_token_id() const { return pad_token_id_; }
+  // "torchscript" (model.pt) or "aoti-pt2" (model.pt2).
+  const std::string& format() const { return format_; }
+  // The TorchScript module (format "torchscript" only).
   torch::jit::Module& module() { return module_; }
 
   std::vector<std::string> input_names() const { return names(inputs_); }
@@ -334,11 +362,10 @@ class Model {
     if (inputs.size() != inputs_.size())
       throw Error("expected " + std::to_string(inputs_.size()) + " tensors (" + join(input_names()) + "), got " +
                   std::to_string(inputs.size()));
+    for (size_t i = 0; i < inputs.size(); ++i) check_input(inputs_[i], inputs[i]);
+    if (format_ == "aoti-pt2") return run_pt2(inputs);
     std::vector<torch::jit::IValue> args;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      check_input(inputs_[i], inputs[i]);
-      args.emplace_back(inputs[i].to(device_));
-    }
+    for (const auto& x : inputs) args.emplace_back(x.to(device_));
     torch::jit::IValue result;
     {
       // Inference only: no autograd bookkeeping, like torch.no_grad() in the Python runtime.
@@ -414,10 +441,18 @@ class Model {
                     std::to_string(kFormatVersion) + ": upgrade it");
       for (const auto& which : {"inputs", "outputs"}) {
         auto& specs = std::string(which) == "inputs" ? inputs_ : outputs_;
-        for (const auto& s : manifest_.at(which))
-          specs.push_back({s.at("name").get<std::string>(), s.at("dtype").get<std::string>(),
-                           s.at("shape").get<std::vector<nlohmann::json>>(), s.value("default", std::string())});
+        for (const auto& s : manifest_.at(which)) {
+          TensorSpec spec{s.at("name").get<std::string>(), s.at("dtype").get<std::string>(),
+                          s.at("shape").get<std::vector<nlohmann::json>>(), s.value("default", std::string())};
+          if (s.contains("range")) {
+            spec.has_range = true;
+            spec.lo = s.at("range").at(0).get<int64_t>();
+            spec.hi = s.at("range").at(1).get<int64_t>();
+          }
+          specs.push_back(spec);
+        }
       }
+      format_ = manifest_.value("format", std::string("torchscript"));
       task_ = manifest_.at("task").get<std::string>();
       max_length_ = manifest_.at("max_length").get<int64_t>();
       const auto pad = manifest_.value("pad_token_id", nlohmann::json());
@@ -430,7 +465,8 @@ class Model {
 
   // Every file listed in manifest.json "files" (format 2; format 1 hashed model.pt only) must
   // exist and have the listed sha256, so an edited tokenizer.json or model.pt is refused by name.
-  void verify_files(const std::filesystem::path& dir, const std::string& manifest_file) const {
+  void verify_files(const std::filesystem::path& dir, const std::string& manifest_file,
+                    const std::string& model_name) const {
     const std::string edited = " has no valid 'files' list of hashes: it was edited; re-export the model";
     nlohmann::json files;
     if (manifest_.at("format_version").get<int>() >= 2) {
@@ -440,7 +476,7 @@ class Model {
       files["model.pt"] = manifest_.value("sha256", nlohmann::json());
     }
     const auto model_sha = manifest_.value("sha256", nlohmann::json());
-    if (!files.is_object() || !files.contains("model.pt") || files["model.pt"] != model_sha)
+    if (!files.is_object() || !files.contains(model_name) || files[model_name] != model_sha)
       throw Error(manifest_file + edited);
     for (const auto& kv : files.items()) {
       const std::string& name = kv.key();
@@ -499,8 +535,206 @@ class Model {
                   "); pass at least one row and one token");
   }
 
+  // ---- AOTInductor packages (model.pt2) ------------------------------------------------------
+
+  void load_pt2(const std::string& model_file, const std::string& manifest_file) {
+    namespace fs = std::filesystem;
+    if (!fs::is_regular_file(model_file))
+      throw Error("'" + directory_ + "' has no model.pt2; re-export the model");
+    if (device_ != torch::kCPU)
+      throw Error(model_file + " was compiled for the CPU; load it with torch::kCPU");
+#if HF_TORCHSCRIPT_HAS_AOTI
+    std::vector<std::string> models;
+    try {
+      const auto& shapes = manifest_.at("shapes");
+      models = manifest_.at("aoti").at("models").get<std::vector<std::string>>();
+      if (shapes.contains("buckets") && shapes.at("buckets").is_array())
+        lengths_ = shapes.at("buckets").get<std::vector<int64_t>>();
+      else
+        lengths_ = {max_length_};
+      pad_to_bucket_ = shapes.at("strategy").get<std::string>() != "dynamic";
+      signature_ = {{"inputs", manifest_.at("inputs")}, {"outputs", manifest_.at("outputs")},
+                    {"max_length", manifest_.at("max_length")}, {"strategy", shapes.at("strategy")},
+                    {"buckets", shapes.value("buckets", nlohmann::json())}, {"models", models}};
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(manifest_file + " lacks a field this runner needs for model.pt2 (" + e.what() +
+                  "); re-export the model");
+    }
+    if (models.size() != lengths_.size())
+      throw Error(manifest_file + " lists " + std::to_string(models.size()) + " compiled models for " +
+                  std::to_string(lengths_.size()) + " lengths; re-export the model");
+    for (const auto& name : models) {
+      try {
+        loaders_.push_back(std::make_unique<torch::inductor::AOTIModelPackageLoader>(model_file, name));
+      } catch (const std::exception& e) {
+        std::string what = e.what();
+        throw Error("AOTIModelPackageLoader could not load model '" + name + "' from " + model_file + ": " +
+                    what.substr(0, what.find('\n')) + "; a .pt2 runs only with the libtorch version it was compiled "
+                    "with (manifest versions.torch), on a CPU with its ISA (manifest aoti.cpu_isa): re-export it");
+      }
+    }
+    // The manifest the package embeds (extra/manifest.json: everything but the package's own hash),
+    // as model.pt embeds it; then the signature compiled into its metadata.
+    std::string embedded_text;
+    try {
+      caffe2::serialize::PyTorchStreamReader reader(model_file);
+      if (reader.hasRecord("extra/manifest.json")) {
+        auto record = reader.getRecord("extra/manifest.json");
+        embedded_text.assign(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record));
+      }
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      throw Error(model_file + " is not a readable model archive (" + what.substr(0, what.find('\n')) +
+                  "); re-export the model");
+    }
+    if (!embedded_text.empty()) {
+      nlohmann::json embedded;
+      try {
+        check_json_depth(embedded_text, "the manifest embedded in " + model_file, "re-export the model");
+        embedded = nlohmann::json::parse(embedded_text);
+      } catch (const nlohmann::json::exception&) {
+        throw Error("the manifest embedded in " + model_file + " is not valid JSON; re-export the model");
+      }
+      auto on_disk = manifest_;
+      on_disk.erase("sha256");
+      if (on_disk.contains("files") && on_disk["files"].is_object()) on_disk["files"].erase("model.pt2");
+      if (embedded != on_disk)
+        throw Error(manifest_file + " differs from the manifest embedded in " + model_file +
+                    ": they come from different exports, or one was edited; re-export the model");
+    }
+    const auto metadata = loaders_.front()->get_metadata();
+    auto it = metadata.find("hf_torchscript.signature");
+    if (it != metadata.end()) {
+      nlohmann::json embedded;
+      try {
+        embedded = nlohmann::json::parse(it->second);
+      } catch (const nlohmann::json::exception&) {
+        throw Error("the signature embedded in " + model_file + " is not valid JSON; re-export the model");
+      }
+      if (embedded != signature_)
+        throw Error(model_file + " was compiled for a different signature than " + manifest_file +
+                    " describes: they come from different exports, or one was edited; re-export the model");
+    }
+#else
+    (void)manifest_file;
+    throw Error(model_file + " is an AOTInductor package, and the libtorch this program was built with has no "
+                "torch/csrc/inductor/aoti_package/model_package_loader.h: rebuild against torch >= 2.6");
+#endif
+  }
+
+  // The checks a TorchScript artifact makes inside model.pt, made here for model.pt2: one batch
+  // size, one length per sequence axis, lengths 1..max_length, values inside each input's range.
+  void check_pt2_inputs(const std::vector<torch::Tensor>& inputs) const {
+    std::map<std::string, std::pair<int64_t, std::string>> sizes;  // axis -> (size, input that set it)
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& spec = inputs_[i];
+      for (size_t d = 0; d < spec.shape.size(); ++d) {
+        if (!spec.shape[d].is_string()) continue;
+        const auto axis = spec.shape[d].get<std::string>();
+        const auto n = inputs[i].size(static_cast<int64_t>(d));
+        auto found = sizes.find(axis);
+        if (found == sizes.end()) {
+          sizes[axis] = {n, spec.name};
+        } else if (found->second.first != n) {
+          const std::string what = axis == "batch_size" ? "batch"
+                                   : axis.size() >= 15 && axis.compare(axis.size() - 15, 15, "sequence_length") == 0
+                                       ? "length"
+                                       : axis;
+          throw Error("input " + spec.name + " has " + what + " " + std::to_string(n) + " but " + found->second.second +
+                      " has " + std::to_string(found->second.first) + "; pass inputs of one shape");
+        }
+      }
+    }
+    for (const auto* axis : {"sequence_length", "decoder_sequence_length"}) {
+      auto found = sizes.find(axis);
+      if (found != sizes.end() && found->second.first > max_length_)
+        throw Error("input length " + std::to_string(found->second.first) + " exceeds the maximum " +
+                    std::to_string(max_length_) + " this artifact accepts; truncate the input");
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& spec = inputs_[i];
+      if (!spec.has_range) continue;
+      const auto lo = inputs[i].min().item<int64_t>(), hi = inputs[i].max().item<int64_t>();
+      if (lo < spec.lo || hi >= spec.hi)
+        throw Error("input " + spec.name + " holds values from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                    " but must be " + range_text(spec));
+    }
+  }
+
+  std::vector<torch::Tensor> run_pt2(const std::vector<torch::Tensor>& inputs) {
+    check_pt2_inputs(inputs);
+#if HF_TORCHSCRIPT_HAS_AOTI
+    // Inputs on the sequence axis (last axis "sequence_length") are padded to the bucket.
+    int64_t length = -1;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (!inputs_[i].shape.empty() && inputs_[i].shape.back() == "sequence_length") {
+        length = inputs[i].size(-1);
+        break;
+      }
+    size_t which = 0;
+    if (length >= 0)
+      while (which + 1 < lengths_.size() && length > lengths_[which]) ++which;
+    const int64_t pad = (length >= 0 && pad_to_bucket_) ? lengths_[which] - length : 0;
+    std::vector<torch::Tensor> args;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      auto x = inputs[i].contiguous();  // compiled kernels index raw memory in the layout they were built for
+      if (pad > 0 && !inputs_[i].shape.empty() && inputs_[i].shape.back() == "sequence_length") {
+        auto shape = x.sizes().vec();
+        shape.back() = pad;
+        x = torch::cat({x, torch::full(shape, pad_value(i), x.options())}, -1);
+      }
+      args.push_back(x);
+    }
+    std::vector<torch::Tensor> out;
+    {
+      c10::InferenceMode guard;
+      try {
+        out = loaders_[which]->run(args);
+      } catch (const std::exception& e) {
+        // The graph's own range guard says "hf-torchscript: ..." (the checks above normally come first).
+        const std::string what = e.what(), marker = "hf-torchscript: ";
+        const auto pos = what.rfind(marker);
+        throw Error(pos == std::string::npos ? script_error_message(what)
+                                             : what.substr(pos + marker.size(), what.find('\n', pos) - pos - marker.size()));
+      }
+    }
+    if (out.size() != outputs_.size())
+      throw Error("model.pt2 returned " + std::to_string(out.size()) + " outputs but manifest.json lists " +
+                  std::to_string(outputs_.size()) + " (" + join(output_names()) + "); re-export the model");
+    if (pad > 0)
+      for (size_t o = 0; o < out.size(); ++o)
+        for (size_t d = 0; d < outputs_[o].shape.size(); ++d)
+          if (outputs_[o].shape[d] == "sequence_length") out[o] = out[o].narrow(static_cast<int64_t>(d), 0, length);
+    return out;
+#else
+    (void)inputs;
+    throw Error("this program was built without AOTInductor support");
+#endif
+  }
+
+  // The same words as the TorchScript dispatcher and the Python runtime (inputs.range_text).
+  static std::string range_text(const TensorSpec& spec) {
+    const auto lo = std::to_string(spec.lo), hi = std::to_string(spec.hi);
+    if (spec.name == "attention_mask" || spec.name == "decoder_attention_mask") return "0 or 1";
+    if (spec.name == "token_type_ids") return "in [" + lo + ", " + hi + ") (the model has " + hi + " token types)";
+    return "token ids in [" + lo + ", " + hi + ") (the vocabulary has " + hi +
+           " entries); use the tokenizer shipped with the artifact";
+  }
+
+  int64_t pad_value(size_t input) const {
+    const auto& spec = manifest_.at("inputs").at(input);
+    return spec.value("pad_value", static_cast<int64_t>(0));
+  }
+
   std::string directory_;
   torch::Device device_;
+  std::string format_ = "torchscript";
+  nlohmann::json signature_;
+  std::vector<int64_t> lengths_;
+  bool pad_to_bucket_ = false;
+#if HF_TORCHSCRIPT_HAS_AOTI
+  std::vector<std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> loaders_;
+#endif
   nlohmann::json manifest_;
   std::vector<TensorSpec> inputs_, outputs_;
   std::string task_;
