@@ -1,12 +1,18 @@
 """Generate docs/support.md from the registries: export every (architecture x task) as a tiny random
-model through the real save_pretrained / from_pretrained path, and record the shape strategy chosen
-and the max diff validation saw.
+model through the real save_pretrained / from_pretrained path, with every backend that runs on this
+machine, and record the shape strategy chosen and the max diff validation saw (or why it failed).
 
-    python scripts/support_matrix.py            # rewrites docs/support.md
+    python scripts/support_matrix.py                        # every backend; rewrites docs/support.md
+    python scripts/support_matrix.py --backends aoti        # re-run one backend, keep the others' results
+
+Results are kept in docs/support_results.json (per backend), so one backend can be re-run alone:
+an aoti run compiles 70+ packages (about an hour on 2 cores).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import tempfile
 import time
@@ -22,26 +28,48 @@ from hf_torchscript.options import TASK_NAMES  # noqa: E402
 from models import save_tiny  # noqa: E402
 
 
-def main() -> int:
-    import torch
-    import transformers
+BACKENDS = ("torchscript", "aoti")  # the ones that run here (Neuron needs its SDK and a device)
+RESULTS = ROOT / "docs" / "support_results.json"
 
+
+def run(backend: str) -> dict:
+    """{"model_type/task": [ok, text]} for every registry pair, exported with ``backend``."""
     warnings.simplefilter("ignore")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mt, arch in REGISTRY.items():
             for task in arch.tasks:
+                key = f"{mt}/{task}"
                 d = Path(tmp) / f"{mt}-{task}"
                 save_tiny(mt, task, d / "src")
                 t = time.perf_counter()
                 try:
-                    r = hts.export(d / "src", d / "out", task=task)
+                    r = hts.export(d / "src", d / "out", task=task, backend=backend)
                 except hts.HFTorchScriptError as e:
-                    rows[mt, task] = ("no", str(e).splitlines()[0])
+                    rows[key] = [False, str(e).splitlines()[0]]
+                    print(f"{backend:11s} {mt:12s} {task:22s} FAILED {str(e).splitlines()[0][:150]}", flush=True)
                     continue
                 worst = max(r.validation.max_abs_diff.values())
-                rows[mt, task] = ("yes", f"{r.strategy}, {worst:.1e}, {len(r.validation.cases)} cases")
-                print(f"{mt:12s} {task:22s} {r.strategy:8s} {worst:.1e} {time.perf_counter() - t:.1f}s", flush=True)
+                rows[key] = [True, f"{r.strategy}, {worst:.1e}, {len(r.validation.cases)} cases"]
+                print(f"{backend:11s} {mt:12s} {task:22s} {r.strategy:8s} {worst:.1e} {time.perf_counter() - t:.1f}s",
+                      flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    import torch
+    import transformers
+
+    ap = argparse.ArgumentParser(description="Regenerate docs/support.md")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated; others keep their stored results")
+    a = ap.parse_args(argv)
+    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for backend in [b for b in a.backends.split(",") if b]:
+        stored[backend] = {"torch": torch.__version__, "transformers": transformers.__version__, "rows": run(backend)}
+        RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    rows = {tuple(k.split("/")): ("yes" if ok else "no", text) for k, (ok, text) in stored["torchscript"]["rows"].items()}
+    aoti = {tuple(k.split("/")): ("yes" if ok else "no", text)
+            for k, (ok, text) in stored.get("aoti", {}).get("rows", {}).items()}
 
     used = [t for t in TASK_NAMES if any(t in a.tasks for a in REGISTRY.values())]
     lines = [
@@ -51,20 +79,29 @@ def main() -> int:
         "do not edit by hand. Each supported cell was exported from a tiny random model saved with",
         "`save_pretrained` and loaded through `from_pretrained`, then validated on the shape grid",
         "(batch 1 and larger, lengths at the strategy's edges, unpadded / right / first-only / left padding).",
-        f"Cell: shape strategy chosen by `auto`, the largest abs diff vs eager over all outputs and cases.",
-        f"Run with torch {torch.__version__}, transformers {transformers.__version__}.",
+        "Cell: first line `--backend torchscript` (model.pt), second line `--backend aoti` (torch.export +",
+        "AOTInductor, model.pt2; docs/formats.md): shape strategy chosen by `auto` and the largest abs diff vs",
+        "eager over all outputs and cases; ✗: the export failed, the reason is in the detail table.",
+        "Neuron backends are not in this table: they need the AWS Neuron SDK and a device (docs/neuron.md).",
+        *(f"{b}: run with torch {stored[b]['torch']}, transformers {stored[b]['transformers']}." for b in stored),
         "",
         "| architecture | " + " | ".join(used) + " |",
         "|---|" + "---|" * len(used),
     ]
+
+    def cell(result) -> str:
+        if result is None:
+            return "?"
+        ok, text = result
+        return f"✓ {text.split(',')[0]} {text.split(',')[1].strip()}" if ok == "yes" else "✗"
+
     for mt, arch in REGISTRY.items():
         cells = []
         for task in used:
             if (mt, task) not in rows:
                 cells.append("—")
             else:
-                ok, text = rows[mt, task]
-                cells.append(f"✓ {text.split(',')[0]} {text.split(',')[1].strip()}" if ok == "yes" else f"✗ {text}")
+                cells.append(f"{cell(rows[mt, task])}<br>aoti: {cell(aoti.get((mt, task)))}")
         lines.append(f"| {mt} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -96,11 +133,12 @@ def main() -> int:
         "",
         "Detail:",
         "",
-        "| architecture | task | supported | strategy, max abs diff, cases |",
-        "|---|---|---|---|",
+        "| architecture | task | supported | torchscript: strategy, max abs diff, cases | aoti: strategy, max abs diff, cases |",
+        "|---|---|---|---|---|",
     ]
     for (mt, task), (ok, text) in rows.items():
-        lines.append(f"| {mt} | {task} | {ok} | {text} |")
+        a_ok, a_text = aoti.get((mt, task), ("?", "not run"))
+        lines.append(f"| {mt} | {task} | {ok} | {text} | {a_text if a_ok == 'yes' else '✗ ' + a_text} |")
     (ROOT / "docs" / "support.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {ROOT / 'docs' / 'support.md'}")
     return 0

@@ -68,3 +68,10 @@ def test_support_matrix_is_generated_for_every_registry_entry():
         assert f"| {model_type} | {task} | yes |" in text, (
             f"docs/support.md lacks {model_type}/{task}: run python scripts/support_matrix.py"
         )
+        # A column per backend that runs here: every pair attempted with aoti too (a result or a reason).
+        row = next(line for line in text.splitlines() if line.startswith(f"| {model_type} | {task} | yes |"))
+        aoti = row.split(" | ")[-1].rstrip(" |")
+        assert aoti != "not run" and (aoti.startswith("✗ ") or aoti.split(",")[0] in ("dynamic", "buckets")), (
+            f"docs/support.md has no aoti result for {model_type}/{task}: run python scripts/support_matrix.py "
+            "--backends aoti"
+        )
