@@ -242,6 +242,13 @@ def prepare(src: Source, options: ExportOptions, backend) -> Prepared:
     p = Prepared(src, arch, task, specs, pad_id, max_length, tied, options)
 
     B0 = options.batch_size
+    if options.sequence_length and options.sequence_length > max_length and p.has_sequence:
+        # Not clamped silently: the user asked for a trace length this model cannot take.
+        raise ShapeError(
+            f"{option('sequence_length', options.sequence_length)} is above this artifact's max length {max_length}; "
+            f"pass {option('sequence_length')} <= {max_length} (or raise {option('max_length')}, up to the model's "
+            "positions)"
+        )
     L0 = min(options.sequence_length or DEFAULT_SHAPES["sequence_length"], max_length)
     dims_a = p.dims(B0, L0)
     # A second shape where every symbolic dim differs, to see which output axes follow which.

@@ -269,7 +269,8 @@ def candidates(p, backend) -> list[str]:
                          f"{option('shapes', 'static')}")
     if requested != "auto":
         return [requested]
-    if backend.static_shapes:
+    if backend.static_shapes or p.options.buckets:
+        # Buckets given under auto say what the user wants; trying dynamic first would ignore them.
         return ["buckets"]
     # Reduced precision fails by precision, not by shape: trying buckets after a failed dynamic bf16/int8
     # export would triple the time and end in the same failure, so auto means dynamic there.
@@ -325,6 +326,8 @@ def reason(strategy: str, requested: str, report, attempts: Sequence[str], backe
     if not report.ran:
         why = "requested" if requested != "auto" else f"backend {backend.name} compiles static shapes"
         return f"{strategy}: {why} (not validated: no device here)"
+    if requested == "auto" and strategy == "buckets" and attempts == [] and not backend.static_shapes:
+        return f"buckets: --buckets given; the validation grid passed ({len(report.cases)} cases)"
     if requested == "auto":
         return (f"{strategy}: the validation grid passed ({len(report.cases)} cases)"
                 + (f" after {'; '.join(attempts)}" if attempts else ""))
