@@ -425,11 +425,13 @@ def _onnx_variant(name, desc, model, input_names) -> Variant:
 
     import onnxruntime as ort
 
-    from .prepare import ExportWrapper, discover_outputs
+    from .prepare import ExportWrapper, call_kwargs
 
     try:
         example = _batch(input_names, [16, 9], 16, 100, 0, 0)
-        outs = discover_outputs(model, example, None)[:1]
+        with torch.no_grad():
+            first = model(**example, **call_kwargs(model))
+        outs = [next(k for k, v in first.items() if isinstance(v, torch.Tensor))]
         wrapper = ExportWrapper(model, input_names, outs)
         path = Path(tempfile.mkdtemp()) / "model.onnx"
         axes = {n: {0: "batch", 1: "length"} for n in input_names}
