@@ -21,7 +21,9 @@ def test_version_names_ours_torch_and_transformers(capsys):
         main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.strip() == (
-        f"hf-torchscript {hts.__version__} (torch {torch.__version__}, transformers {metadata.version('transformers')})")
+        # Package metadata, not torch.__version__: the CUDA wheel's metadata says 2.9.1 where the
+        # module says 2.9.1+cu128, and --version must not import torch to answer.
+        f"hf-torchscript {hts.__version__} (torch {metadata.version('torch')}, transformers {metadata.version('transformers')})")
 
 
 def test_version_without_transformers(capsys, monkeypatch):
@@ -35,7 +37,7 @@ def test_version_without_transformers(capsys, monkeypatch):
     monkeypatch.setattr(metadata, "version", version)
     with pytest.raises(SystemExit):
         main(["--version"])
-    assert capsys.readouterr().out.strip().endswith(f"(torch {torch.__version__}, transformers not installed)")
+    assert capsys.readouterr().out.strip().endswith(f"(torch {real('torch')}, transformers not installed)")
 
 
 # -- progress -------------------------------------------------------------------------------------------
