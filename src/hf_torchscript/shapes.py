@@ -336,11 +336,15 @@ def reason(strategy: str, requested: str, report, attempts: Sequence[str], backe
 
 def failure_hint(p, strategy: str, backend) -> str:
     """What to try after the last candidate failed validation."""
-    if p.options.dtype != "float32" or p.options.quantize:
-        what = p.options.quantize or p.options.dtype
+    if p.options.quantize:
+        from .quantize import precision_hint
+
+        return f" This is a precision failure of {p.options.quantize}, not a shape problem. " + precision_hint(
+            p.options, p.quantization)
+    if p.options.dtype != "float32":
+        what = p.options.dtype
         return (f" This is a precision failure of {what}, not a shape problem: export float32 (drop "
-                f"{option('quantize') if p.options.quantize else option('dtype')}), or see bench/RESULTS.md for what each "
-                "precision costs on real weights.")
+                f"{option('dtype')}), or see bench/RESULTS.md for what each precision costs on real weights.")
     hint = f" Next: try {option('shapes', 'buckets')} (one trace per length bucket)." if strategy == "dynamic" else ""
     if backend.static_shapes:
         hint += (f" {backend.name} may compute in bf16/fp16 (Inf1 matmuls always; {option('auto_cast')} on Inf2/Trn1):"

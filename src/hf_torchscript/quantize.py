@@ -1,0 +1,328 @@
+"""Int8 quantisation that survives trained weights: per-channel weight scales and a measured
+sensitivity pass that keeps the Linear layers int8 hurts most in float32.
+
+Why not plain ``torch.ao.quantization.quantize_dynamic`` (one scale per weight tensor): on the
+trained all-MiniLM-L6-v2 and 320 real sentences it drops per-row cosine to 0.88 (sentence
+embeddings) and 0.70 (token rows), in eager mode, before any export. Measured there
+(bench/int8_research.py), one change at a time:
+
+- one weight scale per output channel instead of per tensor: weight-only error goes from
+  cosine 0.94 to 0.999 (a few output channels of every layer have outlier weights);
+- activations quantised per token (one scale per row) instead of per tensor: token rows from
+  0.95 to 0.989 (a few tokens, [CLS]/[SEP] and punctuation, carry outlier activations and set a
+  per-tensor scale for everyone); torch.ao's dynamic kernels quantise per tensor, 7-bit;
+- the error is not spread evenly: the FFN intermediate/output and attention value layers of a
+  few blocks account for most of it, so keeping the few worst in float32 buys the rest back.
+  SmoothQuant-style channel scaling (alpha 0.5-0.8) did not help these kernels.
+
+Two schemes (``--quantize``):
+
+``dynamic-int8``
+    torch.ao dynamic quantisation with per-channel weight scales (fbgemm/oneDNN int8 kernels,
+    activations quantised per tensor at run time). The fast one; torch 2.13 deprecates the
+    quantized tensor types it is built on (torchao replaces them, and torchao's path produces
+    an AOTInductor ``.pt2``, not TorchScript).
+``dynamic-int8-aten``
+    plain aten ops, nothing deprecated: int8 weights per output channel, activations quantised
+    per token, ``aten::_int_mm`` (int8 x int8 -> int32) rescaled in float32. More accurate; on
+    torch 2.13 CPU it is slower than float32 because TorchScript runs the (de)quantisation as
+    separate elementwise passes (no CPU fuser in the pip wheel): choose it for size (int8
+    weights), not speed. bench/RESULTS.md has both.
+
+Both run the same sensitivity pass on calibration inputs (real sentences through the model's
+own tokenizer, plus padded random-id batches like validation's): each Linear's own relative
+output error is measured in one pass, then the fewest most sensitive layers are kept in
+float32 so that the whole model meets ``CALIBRATION_TARGET`` on the calibration set (a margin
+over the validation thresholds). The manifest's ``quantization`` lists every layer, whether it
+was quantised, its measured error, and why.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+SCHEMES = {
+    "dynamic-int8": "torch.ao dynamic int8 Linear: int8 weights per output channel, activations quantised per tensor "
+                    "at run time (fbgemm/oneDNN kernels; torch.ao quantized tensors are deprecated in torch 2.13)",
+    "dynamic-int8-aten": "int8 Linear in plain aten ops: int8 weights per output channel, activations quantised per "
+                         "token at run time, aten::_int_mm int8 GEMM rescaled in float32",
+}
+# What the quantised model must reach on the calibration inputs, with margin over what validation
+# then demands (parity.REDUCED_PRECISION: cosine 0.99, norm 0.1): calibration and validation
+# inputs differ, and a model that only just passes calibration can fail validation.
+CALIBRATION_TARGET = {"min_cosine": 0.995, "max_norm_error": 0.05, "top1_agreement": 0.995}
+
+
+class Int8Linear(nn.Module):
+    """``nn.Linear`` with int8 weights (one scale per output channel) and per-token int8 activations.
+
+    Plain aten ops only (``aten::_int_mm``), so it traces to TorchScript and runs in libtorch.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()  # (N, K)
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127  # (N,)
+        self.out_features = w.shape[0]
+        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).t().contiguous())
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])  # (M, K)
+        scale = torch.linalg.vector_norm(x2, float("inf"), -1, True).clamp(min=1e-8) / 127  # (M, 1)
+        xq = torch.round(x2 / scale).to(torch.int8)
+        y = torch.ops.aten._int_mm(xq, self.weight_int8).to(x.dtype) * (scale * self.weight_scale)  # (M, N)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+
+def _ao_linear(linear: nn.Linear) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13: quantized tensor types are deprecated (see module docstring)
+        q = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(copy.deepcopy(linear)), {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig})
+    return q[0]
+
+
+QUANTIZERS: dict[str, Callable[[nn.Linear], nn.Module]] = {"dynamic-int8": _ao_linear, "dynamic-int8-aten": Int8Linear}
+
+
+@dataclass
+class Agreement:
+    """How closely one output follows the float32 reference, per row (last axis, valid positions)."""
+
+    min_cosine: float
+    mean_cosine: float
+    max_norm_error: float
+    top1_agreement: float | None  # fraction of rows with the same argmax (logits outputs only)
+    rows: int
+
+    def meets(self, target: dict) -> bool:
+        return (self.min_cosine >= target["min_cosine"] and self.max_norm_error <= target["max_norm_error"]
+                and (self.top1_agreement is None or self.top1_agreement >= target["top1_agreement"]))
+
+    def to_json(self) -> dict:
+        return {"min_cosine": self.min_cosine, "mean_cosine": self.mean_cosine, "max_norm_error": self.max_norm_error,
+                "top1_agreement": self.top1_agreement, "rows": self.rows}
+
+
+def agreement(got: Sequence[torch.Tensor], ref: Sequence[torch.Tensor], valid: Sequence[torch.Tensor | None],
+              logits: bool) -> Agreement:
+    """Per-row cosine, norm error and (``logits``) top-1 agreement of ``got`` vs ``ref`` over several batches.
+
+    ``valid[i]``: a bool mask over the leading axes of batch i (padded positions excluded), or None.
+    """
+    cos, norm, same = [], [], []
+    for g, r, v in zip(got, ref, valid):
+        g, r = g.double(), r.double()
+        if g.dim() < 2:
+            g, r = g.reshape(1, -1), r.reshape(1, -1)
+        g, r = g.reshape(-1, g.shape[-1]), r.reshape(-1, r.shape[-1])
+        if v is not None:
+            keep = v.reshape(-1).bool()
+            g, r = g[keep], r[keep]
+        rn, gn = r.norm(dim=-1), g.norm(dim=-1)
+        tiny = rn < 1e-6
+        cos.append(torch.where(tiny, torch.ones_like(rn), (g * r).sum(-1) / (gn * rn).clamp(min=1e-12)))
+        norm.append(torch.where(tiny, gn, (gn / rn.clamp(min=1e-12) - 1).abs()))
+        if logits:
+            same.append((g.argmax(-1) == r.argmax(-1)).double())
+    c, n = torch.cat(cos), torch.cat(norm)
+    top1 = float(torch.cat(same).mean()) if logits else None
+    return Agreement(float(c.min()), float(c.mean()), float(n.max()), top1, int(c.numel()))
+
+
+@dataclass
+class Calibration:
+    """Inputs the sensitivity pass runs: positional tensors per batch, and which rows are valid per output."""
+
+    batches: list[tuple[torch.Tensor, ...]]
+    valid: list[list[torch.Tensor | None]]  # [batch][output] mask over the output's leading axes
+    logits: list[bool]  # per output: compare top-1
+    source: str
+
+
+TEXT_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def calibration_inputs(input_names: Sequence[str], outputs, *, tokenizer, example: Callable[[int, int, int], dict],
+                       max_length: int, sentences: int = 64, batch: int = 16) -> Calibration:
+    """Real sentences through ``tokenizer`` (when the model takes plain text) plus padded random-id batches.
+
+    The random batches (``example(batch, length, seed)``, validation's generator) are there because
+    validation checks random ids: the quantised model must hold on both.
+    """
+    from .texts import real_sentences
+
+    batches: list[tuple[torch.Tensor, ...]] = []
+    parts = []
+    if tokenizer is not None and set(input_names) <= TEXT_INPUTS and "input_ids" in input_names:
+        rows = real_sentences()
+        texts = [r["text"] for r in rows[:: max(1, len(rows) // sentences)]][:sentences]
+        for i in range(0, len(texts), batch):
+            enc = tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=min(128, max_length),
+                            return_tensors="pt")
+            if "token_type_ids" in input_names and "token_type_ids" not in enc:
+                enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+            batches.append(tuple(enc[n] for n in input_names))
+        parts.append(f"{len(texts)} real sentences (hf_torchscript.texts) through the model's tokenizer")
+    # Validation's longest inputs drift furthest from the trained distribution: calibrate on one too.
+    shapes = sorted({(4, min(32, max_length)), (2, min(16, max_length)), (2, min(128, max_length))})
+    for i, (b, length) in enumerate(shapes):
+        ex = example(b, length, 1000 + i)
+        batches.append(tuple(ex[n] for n in input_names))
+    parts.append(f"padded random-id batches like validation's ({', '.join(f'{b}x{n}' for b, n in shapes)})")
+    mask_at = list(input_names).index("attention_mask") if "attention_mask" in input_names else None
+    valid = []
+    for b in batches:
+        row = []
+        for o in outputs:
+            seq = tuple(o.shape[:2]) == ("batch_size", "sequence_length")
+            row.append(b[mask_at].bool() if seq and mask_at is not None else None)
+        valid.append(row)
+    return Calibration(batches, valid, [o.name.endswith("logits") for o in outputs], " and ".join(parts))
+
+
+def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_float: Sequence[str] = (),
+             target: dict | None = None) -> tuple[nn.Module, dict]:
+    """A copy of ``wrapper`` with int8 Linear layers except the most sensitive ones; and the plan.
+
+    ``keep_float``: layer names or glob patterns (``*.output.dense``) kept in float32 regardless.
+    The plan (manifest ``quantization``) names every Linear: quantised or not, its measured
+    relative output error, and why.
+    """
+    from .errors import OptionError, ValidationError
+
+    if scheme not in QUANTIZERS:
+        raise OptionError(f"unknown quantization {scheme!r}; choose one of {', '.join(QUANTIZERS)}")
+    target = dict(CALIBRATION_TARGET, **(target or {}))
+    quantizer = QUANTIZERS[scheme]
+    linears = {n: m for n, m in wrapper.named_modules() if isinstance(m, nn.Linear)}
+    if not linears:
+        raise OptionError(f"--quantize {scheme} quantises nn.Linear layers and this model has none; drop --quantize")
+    forced = {n for n in linears if any(fnmatch.fnmatchcase(n, p) or n == p for p in keep_float)}
+    unknown = [p for p in keep_float if not any(fnmatch.fnmatchcase(n, p) or n == p for n in linears)]
+    if unknown:
+        example = ", ".join(list(linears)[:3])
+        raise OptionError(f"--keep-float {', '.join(unknown)} matches no Linear layer; layer names look like {example}")
+
+    with torch.no_grad():
+        reference = [wrapper(*b) for b in calibration.batches]
+        errors = _layer_errors(wrapper, linears, quantizer, calibration.batches)
+    order = sorted((n for n in linears if n not in forced), key=lambda n: -errors[n])
+
+    def build(k: int) -> nn.Module:
+        keep = forced | set(order[:k])
+        model = copy.deepcopy(wrapper)
+        modules = dict(model.named_modules())
+        for name in linears:
+            if name not in keep:
+                parent, _, child = name.rpartition(".")
+                setattr(modules[parent] if parent else model, child, quantizer(modules[name]))
+        return model
+
+    def score(model: nn.Module) -> list[Agreement]:
+        with torch.no_grad():
+            got = [model(*b) for b in calibration.batches]
+        return [agreement([g[i] for g in got], [r[i] for r in reference], [v[i] for v in calibration.valid],
+                          calibration.logits[i]) for i in range(len(calibration.logits))]
+
+    # The fewest kept layers that meet the target: keeping more never hurts much, so bisect on k.
+    scores: dict[int, list[Agreement]] = {}
+
+    def ok(k: int) -> bool:
+        if k not in scores:
+            scores[k] = score(build(k))
+        return all(a.meets(target) for a in scores[k])
+
+    lo, hi = 0, len(order)
+    if not ok(0):
+        if not ok(hi):
+            raise AssertionError("the float32 copy does not match itself")  # build(len(order)) quantises nothing
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid
+        k = hi
+    else:
+        k = 0
+    if k == len(order):
+        worst = ", ".join(f"{n} ({errors[n]:.3f})" for n in order[:3])
+        raise ValidationError(
+            f"--quantize {scheme} cannot meet {_describe(target)} on {calibration.source} with any Linear layer in "
+            f"int8 (most sensitive: {worst}); export without --quantize, or use --dtype bfloat16")
+    kept = set(order[:k])
+    model = build(k)
+    plan_layers = []
+    for name in linears:
+        reason = ("kept float32: --keep-float" if name in forced else
+                  f"kept float32: among the {k} most sensitive, needed to meet the calibration target" if name in kept
+                  else "int8")
+        plan_layers.append({"name": name, "quantized": name not in forced and name not in kept,
+                            "relative_error": errors[name], "reason": reason})
+    plan = {
+        "scheme": scheme,
+        "method": SCHEMES[scheme],
+        "layers_total": len(linears),
+        "layers_quantized": sum(1 for layer in plan_layers if layer["quantized"]),
+        "calibration": {"inputs": calibration.source, "target": target,
+                        "result": {f"output {i}": a.to_json() for i, a in enumerate(scores[k])},
+                        "all_int8": {f"output {i}": a.to_json() for i, a in enumerate(scores[0])}},
+        "selection": "each Linear's relative output error measured alone on the calibration inputs; the fewest most "
+                     "sensitive kept in float32 (bisection) so the whole model meets the target",
+        "layers": plan_layers,
+    }
+    return model, plan
+
+
+def _layer_errors(wrapper: nn.Module, linears: dict, quantizer, batches) -> dict[str, float]:
+    """Relative output error ||q(x) - lin(x)|| / ||lin(x)|| of each Linear alone, on its real inputs (one pass)."""
+    quantized = {n: quantizer(m) for n, m in linears.items()}
+    sq_err = {n: 0.0 for n in linears}
+    sq_ref = {n: 0.0 for n in linears}
+
+    def hook(name):
+        def fn(module, args, out):
+            q = quantized[name](args[0])
+            sq_err[name] += float((q - out).double().pow(2).sum())
+            sq_ref[name] += float(out.double().pow(2).sum())
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
+    try:
+        for b in batches:
+            wrapper(*b)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (sq_err[n] / max(sq_ref[n], 1e-30)) ** 0.5 for n in linears}
+
+
+def _describe(target: dict) -> str:
+    return (f"per-row cosine >= {target['min_cosine']}, norm within {target['max_norm_error']}, "
+            f"top-1 agreement >= {target['top1_agreement']}")
+
+
+def precision_hint(options, plan: dict | None) -> str:
+    """What to do when an int8 export fails validation: which layers to keep, or a lower-risk scheme."""
+    if plan:
+        left = sorted((layer for layer in plan["layers"] if layer["quantized"]), key=lambda l: -l["relative_error"])
+        names = ",".join(layer["name"] for layer in left[:3])
+        other = "dynamic-int8-aten (per-token activations, more accurate)" if options.quantize == "dynamic-int8" \
+            else "--dtype bfloat16"
+        return (f"Keep more layers in float32, starting with the most sensitive ones still in int8: --keep-float {names} "
+                f"(add to it until it passes; manifest.quantization.layers lists every layer's measured error), "
+                f"or use a lower-risk scheme: {'--quantize ' if 'aten' in other else ''}{other}.")
+    return "Export in float32 (drop --quantize), or use --dtype bfloat16."
