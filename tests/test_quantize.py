@@ -57,14 +57,18 @@ def test_agreement_counts_rows_and_skips_padding():
     assert a.min_cosine == pytest.approx(0.9 / (0.81 + 1.0) ** 0.5)
 
 
-def test_keep_float_errors_name_the_fix(tiny_model_dir, tmp_path):
-    with pytest.raises(OptionError, match="--keep-float names layers to keep out of int8; it needs --quantize"):
+def test_keep_float_errors_name_the_fix(tiny_model_dir, tmp_path, capsys):
+    from hf_torchscript.cli import main as cli_main
+
+    with pytest.raises(OptionError, match="keep_float names layers to keep out of int8; it needs quantize"):
         hts.export(tiny_model_dir("bert", "fill-mask"), tmp_path / "a", keep_float=("x",))
     with pytest.raises(OptionError) as e:
         hts.export(tiny_model_dir("bert", "fill-mask"), tmp_path / "b", quantize="dynamic-int8",
                    keep_float=("encoder.nothing.*",), shapes="dynamic")
-    assert "--keep-float encoder.nothing.* matches no Linear layer; layer names look like model." in str(e.value)
+    assert "keep_float=('encoder.nothing.*',) matches no Linear layer; layer names look like model." in str(e.value)
     assert not (tmp_path / "b").exists()
+    assert cli_main(["export", str(tiny_model_dir("bert", "fill-mask")), str(tmp_path / "c"), "--keep-float", "x"]) == 1
+    assert "--keep-float names layers to keep out of int8; it needs --quantize" in capsys.readouterr().err
 
 
 def test_precision_failure_says_which_layers_and_is_not_retried_as_buckets(tiny_model_dir, tmp_path, monkeypatch):
@@ -76,14 +80,15 @@ def test_precision_failure_says_which_layers_and_is_not_retried_as_buckets(tiny_
                         dict(parity.REDUCED_PRECISION["dynamic-int8"], min_cosine=0.9999999))
     built = []
     real_build = shapes.build
-    monkeypatch.setattr(shapes, "build", lambda p, b, strategy, w: built.append(strategy) or real_build(p, b, strategy, w))
+    monkeypatch.setattr(shapes, "build", lambda p, b, strategy, *a, **k: built.append(strategy) or real_build(
+        p, b, strategy, *a, **k))
     with pytest.raises(ValidationError) as e:
         hts.export(tiny_model_dir("bert", "fill-mask"), tmp_path / "art", quantize="dynamic-int8")
     msg = str(e.value)
     assert built == ["dynamic"]
-    assert "not a shape problem" in msg and "--shapes" not in msg
-    assert "Keep more layers in float32, starting with the most sensitive ones still in int8: --keep-float model." in msg
-    assert "or use a lower-risk scheme: --quantize dynamic-int8-aten" in msg
+    assert "not a shape problem" in msg and "shapes=" not in msg
+    assert "Keep more layers in float32, starting with the most damaging ones still in int8: keep_float=('model." in msg
+    assert "or use a lower-risk scheme: quantize='dynamic-int8-aten'" in msg
     assert not (tmp_path / "art").exists()
 
 

@@ -60,7 +60,7 @@ SCHEMES = {
 # What the quantised model must reach on the calibration inputs, with margin over what validation
 # then demands (parity.REDUCED_PRECISION: cosine 0.99, norm 0.1): calibration and validation
 # inputs differ, and a model that only just passes calibration can fail validation.
-# Near-ties (top1_tie, as validation's) do not count as top-1 flips.
+# Near-ties (top1_tie, as validation's) do not count as top-1 flips on random ids; on real text they do.
 CALIBRATION_TARGET = {"min_cosine": 0.995, "max_norm_error": 0.07, "top1_agreement": 0.995, "top1_tie": 0.03}
 
 
@@ -159,13 +159,14 @@ class Calibration:
     valid: list[list[torch.Tensor | None]]  # [batch][output] mask over the output's leading axes
     logits: list[bool]  # per output: compare top-1
     source: str
+    real: list[bool] | None = None  # per batch: real text (top-1 flips count even on near-ties there)
 
 
 TEXT_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
 
 
 def calibration_inputs(input_names: Sequence[str], outputs, *, tokenizer, example: Callable[[int, int, int], dict],
-                       max_length: int, sentences: int = 64, batch: int = 16) -> Calibration:
+                       max_length: int, sentences: int = 128, batch: int = 16) -> Calibration:
     """Real sentences through ``tokenizer`` (when the model takes plain text) plus padded random-id batches.
 
     The random batches (``example(batch, length, seed)``, validation's generator) are there because
@@ -199,7 +200,9 @@ def calibration_inputs(input_names: Sequence[str], outputs, *, tokenizer, exampl
             seq = tuple(o.shape[:2]) == ("batch_size", "sequence_length")
             row.append(b[mask_at].bool() if seq and mask_at is not None else None)
         valid.append(row)
-    return Calibration(batches, valid, [o.name.endswith("logits") for o in outputs], " and ".join(parts))
+    n_real = len(batches) - len(shapes)
+    return Calibration(batches, valid, [o.name.endswith("logits") for o in outputs], " and ".join(parts),
+                       real=[True] * n_real + [False] * len(shapes))
 
 
 def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_float: Sequence[str] = (),
@@ -210,7 +213,7 @@ def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_
     The plan (manifest ``quantization``) names every Linear: quantised or not, its measured
     relative output error, and why.
     """
-    from .errors import OptionError, ValidationError
+    from .errors import OptionError, ValidationError, option
 
     if scheme not in QUANTIZERS:
         raise OptionError(f"unknown quantization {scheme!r}; choose one of {', '.join(QUANTIZERS)}")
@@ -218,12 +221,14 @@ def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_
     quantizer = QUANTIZERS[scheme]
     linears = {n: m for n, m in wrapper.named_modules() if isinstance(m, nn.Linear)}
     if not linears:
-        raise OptionError(f"--quantize {scheme} quantises nn.Linear layers and this model has none; drop --quantize")
+        raise OptionError(f"{option('quantize', scheme)} quantises nn.Linear layers and this model has none; drop "
+                          f"{option('quantize')}")
     forced = {n for n in linears if any(fnmatch.fnmatchcase(n, p) or n == p for p in keep_float)}
     unknown = [p for p in keep_float if not any(fnmatch.fnmatchcase(n, p) or n == p for n in linears)]
     if unknown:
         example = ", ".join(list(linears)[:3])
-        raise OptionError(f"--keep-float {', '.join(unknown)} matches no Linear layer; layer names look like {example}")
+        raise OptionError(f"{option('keep_float', tuple(unknown))} matches no Linear layer; layer names look like "
+                          f"{example}")
 
     with torch.no_grad():
         reference = [wrapper(*b) for b in calibration.batches]
@@ -244,19 +249,29 @@ def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_
                 setattr(modules[parent] if parent else model, child, quantizer(modules[name]))
         return model
 
-    def score(model: nn.Module) -> list[Agreement]:
+    real = calibration.real or [False] * len(calibration.batches)
+
+    def score(model: nn.Module) -> list[tuple[str, Agreement]]:
         with torch.no_grad():
             got = [model(*b) for b in calibration.batches]
-        return [agreement([g[i] for g in got], [r[i] for r in reference], [v[i] for v in calibration.valid],
-                          calibration.logits[i], top1_tie=target["top1_tie"]) for i in range(len(calibration.logits))]
+        out = []
+        # A near-tie on random ids is noise; on real text a flipped answer is a flipped answer.
+        for kind, group, tie in (("real text", [j for j, r in enumerate(real) if r], 0.0),
+                                 ("random ids", [j for j, r in enumerate(real) if not r], target["top1_tie"])):
+            if group:
+                out += [(f"{kind}, output {i}", agreement(
+                    [got[j][i] for j in group], [reference[j][i] for j in group],
+                    [calibration.valid[j][i] for j in group], calibration.logits[i], top1_tie=tie))
+                        for i in range(len(calibration.logits))]
+        return out
 
     # The fewest kept layers that meet the target: keeping more never hurts much, so bisect on k.
-    scores: dict[int, list[Agreement]] = {}
+    scores: dict[int, list[tuple[str, Agreement]]] = {}
 
     def ok(k: int) -> bool:
         if k not in scores:
             scores[k] = score(build(k))
-        return all(a.meets(target) for a in scores[k])
+        return all(a.meets(target) for _, a in scores[k])
 
     lo, hi = 0, len(order)
     if not ok(0):
@@ -274,8 +289,9 @@ def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_
     if k == len(order):
         worst = ", ".join(f"{n} (1 - cosine {damage[n]:.4f} alone)" for n in order[:3])
         raise ValidationError(
-            f"--quantize {scheme} cannot meet {_describe(target)} on {calibration.source} with any Linear layer in "
-            f"int8 (most sensitive: {worst}); export without --quantize, or use --dtype bfloat16")
+            f"{option('quantize', scheme)} cannot meet {_describe(target)} on {calibration.source} with any Linear "
+            f"layer in int8 (most damaging: {worst}); export without {option('quantize')}, or use "
+            f"{option('dtype', 'bfloat16')}")
     kept = set(order[:k])
     model = build(k)
     plan_layers = []
@@ -291,8 +307,8 @@ def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_
         "layers_total": len(linears),
         "layers_quantized": sum(1 for layer in plan_layers if layer["quantized"]),
         "calibration": {"inputs": calibration.source, "target": target,
-                        "result": {f"output {i}": a.to_json() for i, a in enumerate(scores[k])},
-                        "all_int8": {f"output {i}": a.to_json() for i, a in enumerate(scores[0])}},
+                        "result": {label: a.to_json() for label, a in scores[k]},
+                        "all_int8": {label: a.to_json() for label, a in scores[0]}},
         "selection": "output_damage: 1 - min per-row cosine of the model's outputs with only that Linear in int8 "
                      "(on part of the calibration inputs); relative_error: the layer's own output error; the fewest "
                      "most damaging layers kept float32 (bisection) so the whole model meets the target",
@@ -357,12 +373,14 @@ def _describe(target: dict) -> str:
 
 def precision_hint(options, plan: dict | None) -> str:
     """What to do when an int8 export fails validation: which layers to keep, or a lower-risk scheme."""
+    from .errors import option
+
     if plan:
         left = sorted((layer for layer in plan["layers"] if layer["quantized"]), key=lambda l: -l["output_damage"])
-        names = ",".join(layer["name"] for layer in left[:3])
-        other = "dynamic-int8-aten (per-token activations, more accurate)" if options.quantize == "dynamic-int8" \
-            else "--dtype bfloat16"
-        return (f"Keep more layers in float32, starting with the most sensitive ones still in int8: --keep-float {names} "
-                f"(add to it until it passes; manifest.quantization.layers lists every layer's measured error), "
-                f"or use a lower-risk scheme: {'--quantize ' if 'aten' in other else ''}{other}.")
-    return "Export in float32 (drop --quantize), or use --dtype bfloat16."
+        names = tuple(layer["name"] for layer in left[:3])
+        other = (option("quantize", "dynamic-int8-aten") + " (per-token activations, more accurate)"
+                 if options.quantize == "dynamic-int8" else option("dtype", "bfloat16"))
+        return (f"Keep more layers in float32, starting with the most damaging ones still in int8: "
+                f"{option('keep_float', names)} (add to it until it passes; manifest.quantization.layers lists every "
+                f"layer's measured damage), or use a lower-risk scheme: {other}.")
+    return f"Export in float32 (drop {option('quantize')}), or use {option('dtype', 'bfloat16')}."

@@ -124,8 +124,9 @@ def benchmark(
     Example:
         >>> hts.benchmark("out/bert-dir", output_dir="bench/results", variants=["ts-dynamic", "onnxruntime"])  # doctest: +SKIP
     """
-    from ..errors import OptionError
+    from ..errors import OptionError, require_extra
 
+    require_extra("export", "benchmark", "transformers")  # before minutes of measuring
     wanted = list(variants or ALL_VARIANTS)
     unknown = [v for v in wanted if v not in ALL_VARIANTS]
     if unknown:
