@@ -341,9 +341,15 @@ def _precision(opts, tolerance) -> dict:
         compute = f"{opts.dtype}; float inputs are cast to {opts.dtype} inside model.pt and float outputs cast back to float32"
     else:
         compute = "float32"
-    return {
+    out = {
         "compute": compute,
         "outputs_dtype": "float32",
-        "optimizations": ["torch.jit.freeze"] if opts.optimize else [],
+        "optimizations": ["torch.jit.freeze"] if opts.optimize or opts.onednn_fusion else [],
         "validation": tolerance.describe(),
     }
+    if opts.onednn_fusion:
+        from .fusion import HOW, OPTIMIZATION
+
+        out["optimizations"].append(OPTIMIZATION)
+        out["onednn_fusion"] = HOW  # a process-wide switch the consumer must turn on; validated with it on
+    return out

@@ -269,6 +269,8 @@ def candidates(p, backend) -> list[str]:
                          f"{option('shapes', 'static')}")
     if requested != "auto":
         return [requested]
+    if p.options.onednn_fusion:
+        return ["static"]  # the only strategy oneDNN fusion works with (options.py says why)
     if backend.static_shapes or p.options.buckets:
         # Buckets given under auto say what the user wants; trying dynamic first would ignore them.
         return ["buckets"]
@@ -307,7 +309,12 @@ def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=Non
     tell(progress, "trace", f"{strategy}: one scripted module over {len(traces)} trace(s)", len(traces), len(traces))
     batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
     module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
-    if opts.optimize:
+    if opts.onednn_fusion:
+        from .fusion import onednn_fusion
+
+        with onednn_fusion():  # freezing with the switch on prepares the graph for fusion
+            module = optimize_module(module)
+    elif opts.optimize:
         module = optimize_module(module)
     info = {
         "strategy": strategy,
