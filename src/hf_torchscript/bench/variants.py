@@ -26,7 +26,10 @@ EXPORTED: dict[str, tuple[dict, str]] = {
     "ts-frozen": (dict(shapes="dynamic", optimize=True), "exported fp32 dynamic + torch.jit.freeze"),
     "ts-bf16": (dict(shapes="dynamic", dtype="bfloat16", optimize=True), "exported bfloat16 dynamic, frozen"),
     "ts-int8": (dict(shapes="dynamic", quantize="dynamic-int8", optimize=True),
-                "exported int8 Linear layers (per-channel weights, per-token activations), frozen"),
+                "exported --quantize dynamic-int8 (torch.ao kernels, per-channel weights, sensitive layers float32), "
+                "frozen"),
+    "ts-int8-aten": (dict(shapes="dynamic", quantize="dynamic-int8-aten", optimize=True),
+                     "exported --quantize dynamic-int8-aten (plain aten int8, per-token activations), frozen"),
 }
 PEERS: dict[str, str] = {
     "eager": "transformers eager fp32 (the baseline; ratios are to this)",
@@ -169,6 +172,7 @@ def _onnxruntime(name: str, wrapper, input_names: list[str], example: dict, work
         return Variant(name, desc, skipped=f"{', '.join(missing)} not installed (pip install onnxruntime onnx onnxscript)")
     import onnxruntime as ort
 
+    workdir.mkdir(parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix="onnx-", dir=workdir))
     path = d / "model.onnx"
     try:
@@ -201,7 +205,8 @@ def _onnx_export(wrapper, input_names: list[str], example: dict, path: Path) -> 
 
     batch = torch.export.Dim("batch_size", min=1, max=1024)
     seq = torch.export.Dim("sequence_length", min=2, max=100_000)
-    shapes = tuple({0: batch, 1: seq} if example[n].dim() >= 2 else {0: batch} for n in input_names)
+    # The wrapper's forward(*tensors) is one varargs parameter: its dynamic shapes are one tuple.
+    shapes = (tuple({0: batch, 1: seq} if example[n].dim() >= 2 else {0: batch} for n in input_names),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, tuple(example[n] for n in input_names), str(path), input_names=input_names,
