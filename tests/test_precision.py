@@ -122,8 +122,8 @@ def test_corrupted_reduced_precision_module_is_rejected(tiny_model_dir, tmp_path
 
     real = prepare.convert
 
-    def corrupt(wrapper, opts):
-        module = real(wrapper, opts)
+    def corrupt(wrapper, opts, p=None):
+        module = real(wrapper, opts, p)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for lin in [m for m in module.modules() if isinstance(m, torch.nn.Linear)]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, parity, shapes, textcheck
+from . import artifact, fusion, parity, shapes, textcheck
 from .atomic import check_space, interruptible, write_error
 from .backends import get_backend
 from .errors import OptionError, ValidationError
@@ -81,7 +81,10 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         for strategy in shapes.candidates(p, backend):
             module, info = shapes.build(p, backend, strategy, tracer_warnings, progress=progress)
             if backend.can_run_here():
-                report = parity.run_grid(p, artifact.roundtrip(module, staging), info, progress=progress)
+                loaded = artifact.roundtrip(module, staging)
+                if options.onednn_fusion:  # validated as it will run: fused, switched on around each call
+                    loaded = fusion.Fused(loaded)
+                report = parity.run_grid(p, loaded, info, progress=progress)
             else:
                 report = parity.not_run(backend, options.atol, options.rtol)
             if report.passed or not report.ran:

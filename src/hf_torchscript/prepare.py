@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -175,6 +174,7 @@ class Prepared:
     wrapper: torch.nn.Module | None = None  # the module traced (a converted copy for bf16/int8)
     reference: ExportWrapper | None = None  # the fp32 eager function it must equal
     outputs: list[OutputSpec] = field(default_factory=list)
+    quantization: dict | None = None  # --quantize: which Linear layers are int8 and why (quantize.quantize's plan)
 
     @property
     def has_sequence(self) -> bool:
@@ -268,7 +268,7 @@ def prepare(src: Source, options: ExportOptions, backend) -> Prepared:
                                                                      type(model).__name__, task.name))
         for n, a, b in zip(names, out_a, out_b)
     ]
-    p.reference, p.wrapper = wrapper, convert(wrapper, options)
+    p.reference, p.wrapper = wrapper, convert(wrapper, options, p)
     return p
 
 
@@ -314,13 +314,20 @@ def check_axes(name: str, declared: tuple, shape_a, dims_a: dict, shape_b, dims_
     return tuple(axes)
 
 
-def convert(wrapper: ExportWrapper, opts: ExportOptions) -> torch.nn.Module:
-    """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference."""
-    if opts.quantize == "dynamic-int8":
-        with warnings.catch_warnings():
-            # torch.ao.quantization is deprecated in favour of torchao, which does not trace to TorchScript.
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(wrapper), {torch.nn.Linear}, dtype=torch.qint8)
+def convert(wrapper: ExportWrapper, opts: ExportOptions, p: Prepared | None = None) -> torch.nn.Module:
+    """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference.
+
+    --quantize calibrates on ``p``'s tokenizer and example inputs and records its plan in ``p.quantization``.
+    """
+    if opts.quantize:
+        from .quantize import calibration_inputs, quantize
+
+        if p is None:
+            raise ValueError("--quantize needs the Prepared model to calibrate on")
+        calibration = calibration_inputs([s.name for s in p.specs], p.outputs, tokenizer=p.source.tokenizer,
+                                         example=p.example, max_length=p.max_length)
+        module, p.quantization = quantize(wrapper, opts.quantize, calibration, keep_float=opts.keep_float)
+        return module
     if opts.dtype != "float32":
         dtype = getattr(torch, opts.dtype)
         return PrecisionWrapper(copy.deepcopy(wrapper).to(dtype), dtype)
