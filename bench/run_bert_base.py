@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--mixed-requests", type=int, default=64)
     ap.add_argument("--variants", default=None)
+    ap.add_argument("--max-length", type=int, default=None,
+                    help="export max length (default 512; 128 makes each export's validation grid ~4x cheaper)")
+    ap.add_argument("--grid", default="1x16,1x128,8x128,1x512")
     args = ap.parse_args(argv)
 
     import hf_torchscript as hts
@@ -50,6 +53,7 @@ def main(argv=None) -> int:
     report = hts.benchmark(
         model_dir, task="feature-extraction", output_dir=args.out, workdir=args.workdir,
         variants=args.variants.split(",") if args.variants else None,
+        grid=tuple(tuple(int(x) for x in s.split("x")) for s in args.grid.split(",")), max_length=args.max_length,
         rounds=args.rounds, warmup=2, mixed_requests=args.mixed_requests, mixed_batch=8, mixed_rounds=3,
         threads=2, accuracy_model="sentence-transformers/all-MiniLM-L6-v2", targets=HERE / "targets.json",
         description="BERT-base (random init, bert-base-uncased config)",
