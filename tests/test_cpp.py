@@ -267,13 +267,13 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
             rehash_model(art)
         elif setup == "dynamic-model":
             shutil.copy(artifacts("bert", "dynamic") / "model.pt", art / "model.pt")
+            rehash_model(art)
         elif setup == "deep-manifest":
             (art / "manifest.json").write_text("[" * 200_000)
         elif setup == "nan-manifest":
             (art / "manifest.json").write_text((art / "manifest.json").read_text().replace('"max_length": 64', '"max_length": NaN'))
         elif setup == "list-manifest":
             (art / "manifest.json").write_text("[1, 2]")
-            rehash_model(art)
         elif setup == "no-tokenizer":
             (art / "tokenizer.json").unlink()
         elif setup == "no-hashes":

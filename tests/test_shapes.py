@@ -104,9 +104,9 @@ def test_runtime_and_cli_use_buckets_transparently(bucketed, capsys):
     results = model(texts)
     assert [len(r) for r in results] == [5, 40]  # one entry per real token, padding sliced away
     assert {r["label"] for row in results for r in row} <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC"}
-    assert main(["run", str(out), *texts]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert [[t["label"] for t in row] for row in printed] == [[t["label"] for t in row] for row in results]
+    assert main(["run", str(out), *texts, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["results"]
+    assert [[t["label"] for t in r["output"]["tokens"]] for r in printed] == [[t["label"] for t in row] for row in results]
 
 
 def test_auto_picks_dynamic_when_the_grid_proves_it(tiny_model_dir, tmp_path):
@@ -134,9 +134,11 @@ def baked_model():
 
 
 def test_auto_falls_back_to_buckets_for_a_length_baking_model(baked_model, tmp_path):
-    result = hts.export(baked_model, tmp_path / "o", buckets=(16, 32, 64, 128))
+    # No buckets=: given buckets mean "use buckets" (no dynamic attempt); max_length=128 makes the
+    # default buckets 16, 32, 64, 128.
+    result = hts.export(baked_model, tmp_path / "o", max_length=128)
     s = result.manifest["shapes"]
-    assert s["strategy"] == "buckets"
+    assert s["strategy"] == "buckets" and s["buckets"] == [16, 32, 64, 128]
     # The baked length shows up as wrong values (transformers 5 broadcasts the baked position ids)
     # or as a shape error at another length (4.x adds them in place); either way dynamic is refused.
     assert "after dynamic failed (" in s["reason"]
@@ -157,7 +159,7 @@ def test_dynamic_is_refused_for_a_length_baking_model(baked_model, tmp_path):
         hts.export(baked_model, tmp_path / "o", shapes="dynamic")
     msg = str(e.value)
     assert "the exported dynamic module does not match the eager model" in msg
-    assert "try --shapes buckets" in msg
+    assert "try shapes='buckets'" in msg  # the Python API's spelling; the CLI says --shapes buckets
     assert "exported module raised" in msg or "max diff" in msg
     assert not (tmp_path / "o").exists()
 

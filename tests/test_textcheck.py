@@ -219,15 +219,26 @@ def test_info_shows_the_text_check(tiny_model_dir, tmp_path, capsys):
                            "(transformers); token ids 11/11, per-token top-1 label ")
 
 
-@pytest.mark.parametrize("installed", [True, False])
+@pytest.mark.parametrize("installed", [True, False, "cannot-encode"])
 def test_sentence_embedding_reference_says_what_it_compared_with(tiny_model_dir, tmp_path, monkeypatch, installed):
     if not installed:
         monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails as if not installed
+    if installed == "cannot-encode":  # as sentence-transformers 5.7 on transformers 4.57 does for DistilBERT
+        import sentence_transformers
+
+        def encode(self, *a, **k):
+            raise TypeError("DistilBertModel.forward() got an unexpected keyword argument 'token_type_ids'")
+
+        monkeypatch.setattr(sentence_transformers.SentenceTransformer, "encode", encode)
     out = tmp_path / "out"
     hts.export(tiny_model_dir("bert"), out, task="sentence-embedding")
     text = text_record(out)
     assert text["passed"] and text["agreement"]["sentence_embedding min cosine"] >= FP32_COSINE
-    if installed:
+    if installed == "cannot-encode":
+        assert text["reference"] == ("the eager transformers model with the same pooling (sentence-transformers "
+                                     "could not encode the texts: TypeError: DistilBertModel.forward() got an "
+                                     "unexpected keyword argument 'token_type_ids')")
+    elif installed:
         import sentence_transformers
 
         assert text["reference"] == f"sentence-transformers {sentence_transformers.__version__} SentenceTransformer.encode"

@@ -276,3 +276,20 @@ def test_a_trace_that_baked_the_no_padding_branch_is_rejected():
     assert not report.passed
     assert any("vs the same row unpadded" in f for f in report.failures)
     assert check(module, module, specs, outputs, grid, atol=1e-4, rtol=1e-4, vocab_size=50, avoid_ids=(0,)).passed
+
+
+# -- flags that would be ignored in context are not ------------------------------------------------
+
+
+def test_sequence_length_above_the_max_is_an_error_not_a_silent_clamp(tiny_model_dir, tmp_path):
+    with pytest.raises(hts.ShapeError, match=r"sequence_length=1000 is above this artifact's max length 128"):
+        hts.export(tiny_model_dir("bert"), tmp_path / "o", sequence_length=1000)
+    assert main(["export", str(tiny_model_dir("bert")), str(tmp_path / "o"), "--sequence-length", "1000"]) == 1
+
+
+def test_buckets_under_auto_are_used_and_checked(tiny_model_dir, tmp_path):
+    with pytest.raises(hts.ShapeError, match=r"bucket 1024 is above the model's max positions \(128\)"):
+        hts.export(tiny_model_dir("bert"), tmp_path / "o", buckets=(16, 1024))
+    r = hts.export(tiny_model_dir("bert"), tmp_path / "o", buckets=(16, 128))
+    assert r.strategy == "buckets" and r.manifest["shapes"]["buckets"] == [16, 128]
+    assert "--buckets given" in r.manifest["shapes"]["reason"]

@@ -160,11 +160,47 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
                      trust_remote_code=trust_remote_code, progress=progress)
 
 
-def benchmark(*args, **kwargs):
-    """Benchmark eager vs exported variants. See hf_torchscript.bench.benchmark."""
+def benchmark(
+    model,
+    *,
+    task: str | None = None,
+    output_dir=None,
+    workdir=None,
+    variants=None,
+    grid=((1, 16), (1, 128), (8, 128), (1, 512)),
+    rounds: int = 5,
+    warmup: int = 2,
+    mixed_requests: int = 64,
+    mixed_batch: int = 8,
+    mixed_rounds: int = 3,
+    threads: int = 2,
+    max_length: int | None = None,
+    accuracy_model=None,
+    accuracy_task: str | None = None,
+    accuracy_sentences: int = 160,
+    profile_shape=(8, 128),
+    targets=None,
+    seed: int = 0,
+    progress: bool = True,
+    description: str | None = None,
+):
+    """Time eager transformers, exported variants and peers (ONNX Runtime, torch.compile) in one run,
+    with each variant's accuracy on real text. See :func:`hf_torchscript.bench.benchmark` for the arguments.
+
+    Returns:
+        BenchmarkReport.
+
+    Example:
+        >>> hts.benchmark("out/bert-dir", output_dir="bench-results", variants=["ts-dynamic"])  # doctest: +SKIP
+    """
     from .bench import benchmark as _benchmark
 
-    return _benchmark(*args, **kwargs)
+    return _benchmark(
+        model, task=task, output_dir=output_dir, workdir=workdir, variants=variants, grid=grid, rounds=rounds,
+        warmup=warmup, mixed_requests=mixed_requests, mixed_batch=mixed_batch, mixed_rounds=mixed_rounds,
+        threads=threads, max_length=max_length, accuracy_model=accuracy_model, accuracy_task=accuracy_task,
+        accuracy_sentences=accuracy_sentences, profile_shape=profile_shape, targets=targets, seed=seed,
+        progress=progress, description=description)
 
 
 def __getattr__(name):

@@ -329,6 +329,7 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
         "tokenizer": None,
         "dtype": opts.dtype,
         "quantize": opts.quantize,
+        "quantization": p.quantization,  # which Linear layers are int8, their measured error, and why
         "optimize": opts.optimize,
         "precision": _precision(opts, tolerance),
         "backend": backend.name,
@@ -379,15 +380,23 @@ def _precision(opts, tolerance) -> dict:
         compute = ("int8 weights and per-token dynamic int8 activations for nn.Linear (torchao "
                    "Int8DynamicActivationInt8WeightConfig), float32 elsewhere")
     elif opts.quantize:
-        compute = "int8 weights for nn.Linear (torch dynamic quantization: activations quantized per batch), float32 elsewhere"
+        from .quantize import SCHEMES
+
+        compute = f"{SCHEMES[opts.quantize]}, for the layers quantization.layers marks quantized; float32 elsewhere"
     elif opts.dtype != "float32":
         compute = (f"{opts.dtype}; float inputs are cast to {opts.dtype} inside the model file and float outputs "
                    "cast back to float32")
     else:
         compute = "float32"
-    return {
+    out = {
         "compute": compute,
         "outputs_dtype": "float32",
-        "optimizations": ["torch.jit.freeze"] if opts.optimize else [],
+        "optimizations": ["torch.jit.freeze"] if opts.optimize or opts.onednn_fusion else [],
         "validation": tolerance.describe(),
     }
+    if opts.onednn_fusion:
+        from .fusion import HOW, OPTIMIZATION
+
+        out["optimizations"].append(OPTIMIZATION)
+        out["onednn_fusion"] = HOW  # a process-wide switch the consumer must turn on; validated with it on
+    return out

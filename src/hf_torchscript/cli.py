@@ -102,9 +102,9 @@ def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
 def cmd_bench(a) -> int:
     from .errors import require_extra
 
-    # Before minutes of measuring, not when the plot is drawn at the end.
+    # Before minutes of measuring. The bench extra's packages (onnxruntime, matplotlib...) are optional:
+    # benchmark() lists the missing ones before it starts and measures what it can.
     require_extra("export", "bench", "transformers")
-    require_extra("bench", "bench", "matplotlib")
     from .bench import benchmark
 
     report = benchmark(
@@ -121,10 +121,13 @@ def cmd_bench(a) -> int:
         mixed_rounds=a.mixed_rounds,
         threads=a.threads,
         max_length=a.max_length,
+        accuracy_model=False if a.accuracy_model == "none" else a.accuracy_model,
+        accuracy_task=a.accuracy_task,
+        targets=a.targets,
         progress=not a.no_progress,
     )
     print(report.table())
-    print(f"wrote {report.files['json']} and {report.files['png']}")
+    print("wrote " + " and ".join(report.files.values()))
     return 0
 
 
@@ -431,9 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", choices=TASK_NAMES, help="default: inferred from the checkpoint")
     b.add_argument("--out", default="bench-results", metavar="DIR", help="report.json and plot.png go here")
     b.add_argument("--workdir", default=None, metavar="DIR", help="exported artifacts (default OUT/artifacts; reused)")
-    # Variant names and the default grid live in bench.py; not imported here to keep `--help` free of torch.
+    # Variant names and the default grid live in bench/; not imported here to keep `--help` free of torch.
     b.add_argument("--variants", default=None, help="comma-separated subset of eager,eager-bf16,ts-dynamic,"
-                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,onnxruntime,torch-compile (default: all)")
+                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,ts-int8-aten,torch-compile,onnxruntime,onnxruntime-int8 "
+                   "(default: all)")
     b.add_argument("--grid", type=_flag_type(_shape_list), default=None, metavar="BxL,...",
                    help="fixed shapes (default 1x16,1x128,8x128,1x512)")
     b.add_argument("--rounds", type=int, default=5)
@@ -443,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--mixed-rounds", type=int, default=3)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--max-length", type=int, default=None)
+    b.add_argument("--accuracy-model", default=None, metavar="MODEL",
+                   help="trained model whose variants are checked on real text (default: MODEL; 'none': skip)")
+    b.add_argument("--accuracy-task", choices=TASK_NAMES, default=None, help="task of --accuracy-model")
+    b.add_argument("--targets", default=None, metavar="FILE",
+                   help="JSON targets to evaluate in this run (the project's: bench/targets.json); default: none")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 

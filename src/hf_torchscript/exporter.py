@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, parity, shapes, textcheck
+from . import artifact, fusion, parity, shapes, textcheck
 from .atomic import check_space, interruptible, write_error
 from .backends import get_backend
 from .deprecation import NOTICE as TORCHSCRIPT_NOTICE
@@ -90,7 +90,10 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
                 attempts.append(f"{strategy} refused ({e})")
                 continue
             if backend.can_run_here():
-                report = parity.run_grid(p, artifact.roundtrip(module, staging), info, progress=progress)
+                loaded = artifact.roundtrip(module, staging)
+                if options.onednn_fusion:  # validated as it will run: fused, switched on around each call
+                    loaded = fusion.Fused(loaded)
+                report = parity.run_grid(p, loaded, info, progress=progress)
             else:
                 report = parity.not_run(backend, options.atol, options.rtol)
             if report.passed or not report.ran:

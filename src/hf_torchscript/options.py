@@ -42,7 +42,7 @@ TASK_NAMES = (
     "image-classification",
 )
 DTYPES = ("float32", "bfloat16", "float16")
-QUANTIZATIONS = ("dynamic-int8",)
+QUANTIZATIONS = ("dynamic-int8", "dynamic-int8-aten")  # quantize.SCHEMES says what each is
 BACKENDS = ("torchscript", "aoti", "neuronx", "neuron")
 NEURON_BACKENDS = ("neuronx", "neuron")
 
@@ -53,6 +53,11 @@ def int_list(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise ValueError(f"expected comma-separated integers like 32,64,128, got {text!r}") from None
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``"a.b,*.c"`` -> ("a.b", "*.c"), for --keep-float."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def shell_words(text: str) -> tuple[str, ...]:
@@ -100,9 +105,20 @@ class ExportOptions:
     untie_weights: bool = _opt(False, "store the LM head and the input embeddings as two tensors")
     dtype: str = _opt("float32", "compute dtype; bfloat16/float16 keep float32 inputs and outputs and are "
                       "validated by cosine against float32 eager", choices=DTYPES)
-    quantize: str | None = _opt(None, "dynamic-int8: int8 nn.Linear weights (aoti: torchao, int8 activations "
-                                "too), validated by cosine against float32 eager", choices=QUANTIZATIONS)
+    quantize: str | None = _opt(None, "int8 nn.Linear layers with per-channel weight scales; the layers int8 hurts "
+                                "most (measured on real text) stay float32; validated by cosine against float32 "
+                                "eager. dynamic-int8: torch.ao kernels (fast); dynamic-int8-aten: plain aten ops, "
+                                "per-token activations (more accurate, not faster than float32); with --backend "
+                                "aoti, dynamic-int8 is torchao's int8 on every Linear (int8 activations too)",
+                                choices=QUANTIZATIONS)
+    keep_float: tuple[str, ...] = _opt((), "with --quantize: Linear layers (names or globs, comma-separated, e.g. "
+                                       "'model.encoder.layer.4.*') kept float32 besides those the sensitivity pass "
+                                       "keeps", parse=name_list, metavar="LAYERS")
     optimize: bool = _opt(False, "torch.jit.freeze the module (weights become constants)")
+    onednn_fusion: bool = _opt(False, "freeze, then validate and run with oneDNN graph fusion, switched on only "
+                               "around each call (hf_torchscript.load does; C++ and Triton must switch it on "
+                               "themselves: docs/performance.md); fused graphs specialise on shapes: with "
+                               "--shapes static only (auto means static)")
     backend: str = _opt("torchscript", "torchscript (model.pt, CPU/GPU), aoti (torch.export + AOTInductor "
                         "model.pt2, CPU; docs/formats.md), neuronx (AWS Inf2/Trn1/Trn2, torch-neuronx), "
                         "neuron (AWS Inf1, torch-neuron)", choices=BACKENDS)
@@ -156,10 +172,27 @@ class ExportOptions:
         if self.quantize and self.dtype != "float32":
             raise OptionError(f"{option('quantize', self.quantize)} works on a float32 model; drop {option('dtype')} or "
                               f"{option('quantize')}")
-        if self.backend == "aoti" and (self.static_batch or self.optimize):
-            what = option("static_batch", True) if self.static_batch else option("optimize", True)
+        if self.backend == "aoti" and (self.static_batch or self.optimize or self.onednn_fusion):
+            what = option("static_batch", True) if self.static_batch else option("optimize", True) if self.optimize \
+                else option("onednn_fusion", True)
             raise OptionError(f"{what} applies to the torchscript backend; an AOTInductor package takes any batch "
                               f"and is compiled and optimized by Inductor: drop it, or use {option('backend', 'torchscript')}")
+        if self.backend == "aoti" and (self.quantize == "dynamic-int8-aten" or self.keep_float):
+            # The aoti int8 path is torchao's, on every Linear; the sensitivity pass is TorchScript's (quantize.py).
+            what = option("quantize", self.quantize) if self.quantize == "dynamic-int8-aten" else option("keep_float")
+            raise OptionError(f"{what} applies to the torchscript backend; with {option('backend', 'aoti')} use "
+                              f"{option('quantize', 'dynamic-int8')} (torchao int8 on every Linear)")
+        if self.onednn_fusion and self.shapes not in ("auto", "static"):
+            raise ShapeError(
+                f"{option('onednn_fusion')} works with {option('shapes', 'static')} only: a dynamic trace is re-fused "
+                f"for every new length (measured: no faster than eager), and the buckets module fails inside "
+                f"oneDNN's fusion pass on torch 2.13 (RuntimeError: bad optional access); use "
+                f"{option('shapes', 'static')} with {option('sequence_length', 128)}, one artifact per length")
+        if self.onednn_fusion and self.quantize:
+            raise OptionError(f"{option('onednn_fusion')} is measured and validated for float32 and bfloat16 only; drop "
+                              f"{option('onednn_fusion')} or {option('quantize')}")
+        if self.keep_float and not self.quantize:
+            raise OptionError(f"{option('keep_float')} names layers to keep out of int8; it needs {option('quantize')}")
         if self.backend not in NEURON_BACKENDS:
             neuron_only = [option(name) for name, on in (("compiler_args", bool(self.compiler_args)),
                                                           ("auto_cast", self.auto_cast is not None),
@@ -172,8 +205,9 @@ class ExportOptions:
             if self.shapes == "dynamic":
                 raise ShapeError(f"backend {self.backend} compiles static shapes; use {option('shapes', 'buckets')} or "
                                  f"{option('shapes', 'static')}")
-            if self.optimize or self.quantize:
-                flag = option("optimize") if self.optimize else option("quantize")
+            if self.optimize or self.quantize or self.onednn_fusion:
+                flag = option("optimize") if self.optimize else option("quantize") if self.quantize else option(
+                    "onednn_fusion")
                 raise OptionError(
                     f"{flag} applies to the torchscript backend only; the {self.backend} compiler optimizes its own "
                     f"graph (use {option('auto_cast')} / {option('compiler_args')} there): drop {flag} or use "

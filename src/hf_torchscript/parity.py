@@ -49,6 +49,7 @@ REDUCED_PRECISION = {
     "bfloat16": {"min_cosine": 0.995, "max_norm_error": 0.05, "top1_tie": 0.02},
     "float16": {"min_cosine": 0.999, "max_norm_error": 0.01, "top1_tie": 0.01},
     "dynamic-int8": {"min_cosine": 0.99, "max_norm_error": 0.1, "top1_tie": 0.03},
+    "dynamic-int8-aten": {"min_cosine": 0.99, "max_norm_error": 0.1, "top1_tie": 0.03},
 }
 
 

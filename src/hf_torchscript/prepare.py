@@ -177,6 +177,7 @@ class Prepared:
     wrapper: torch.nn.Module | None = None  # the module traced (a converted copy for bf16/int8)
     reference: ExportWrapper | None = None  # the fp32 eager function it must equal
     outputs: list[OutputSpec] = field(default_factory=list)
+    quantization: dict | None = None  # --quantize: which Linear layers are int8 and why (quantize.quantize's plan)
 
     @property
     def has_sequence(self) -> bool:
@@ -244,6 +245,13 @@ def prepare(src: Source, options: ExportOptions, backend) -> Prepared:
     p = Prepared(src, arch, task, specs, pad_id, max_length, tied, options)
 
     B0 = options.batch_size
+    if options.sequence_length and options.sequence_length > max_length and p.has_sequence:
+        # Not clamped silently: the user asked for a trace length this model cannot take.
+        raise ShapeError(
+            f"{option('sequence_length', options.sequence_length)} is above this artifact's max length {max_length}; "
+            f"pass {option('sequence_length')} <= {max_length} (or raise {option('max_length')}, up to the model's "
+            "positions)"
+        )
     L0 = min(options.sequence_length or DEFAULT_SHAPES["sequence_length"], max_length)
     dims_a = p.dims(B0, L0)
     # A second shape where every symbolic dim differs, to see which output axes follow which.
@@ -263,7 +271,7 @@ def prepare(src: Source, options: ExportOptions, backend) -> Prepared:
                                                                      type(model).__name__, task.name))
         for n, a, b in zip(names, out_a, out_b)
     ]
-    p.reference, p.wrapper = wrapper, convert(wrapper, options)
+    p.reference, p.wrapper = wrapper, convert(wrapper, options, p)
     return p
 
 
@@ -309,15 +317,23 @@ def check_axes(name: str, declared: tuple, shape_a, dims_a: dict, shape_b, dims_
     return tuple(axes)
 
 
-def convert(wrapper: ExportWrapper, opts: ExportOptions) -> torch.nn.Module:
-    """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference."""
-    if opts.quantize == "dynamic-int8" and opts.backend == "aoti":
+def convert(wrapper: ExportWrapper, opts: ExportOptions, p: Prepared | None = None) -> torch.nn.Module:
+    """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference.
+
+    --quantize calibrates on ``p``'s tokenizer and example inputs and records its plan in ``p.quantization``
+    (TorchScript); with --backend aoti it is torchao's int8 on every Linear (validation still decides).
+    """
+    if opts.quantize and opts.backend == "aoti":
         return quantize_int8_torchao(wrapper)
-    if opts.quantize == "dynamic-int8":
-        with warnings.catch_warnings():
-            # torch.ao.quantization is deprecated in favour of torchao, which does not trace to TorchScript.
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(wrapper), {torch.nn.Linear}, dtype=torch.qint8)
+    if opts.quantize:
+        from .quantize import calibration_inputs, quantize
+
+        if p is None:
+            raise ValueError("--quantize needs the Prepared model to calibrate on")
+        calibration = calibration_inputs([s.name for s in p.specs], p.outputs, tokenizer=p.source.tokenizer,
+                                         example=p.example, max_length=p.max_length)
+        module, p.quantization = quantize(wrapper, opts.quantize, calibration, keep_float=opts.keep_float)
+        return module
     if opts.dtype != "float32":
         dtype = getattr(torch, opts.dtype)
         return PrecisionWrapper(copy.deepcopy(wrapper).to(dtype), dtype)

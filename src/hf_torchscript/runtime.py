@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from .artifact import load_module
 from .errors import ArtifactError, InputError, option
+from .fusion import onednn_fusion, wanted as _fusion_wanted
 
 
 class TruncationWarning(UserWarning):
@@ -35,6 +37,8 @@ class ExportedModel:
             raise InputError(f"truncation must be 'warn' or 'error', got {truncation!r}")
         self.directory = Path(directory)
         self.module, self.manifest = load_module(self.directory, verify_sha=verify)
+        # Exported with onednn_fusion: the switch goes on around each call only (fusion.py says why).
+        self._fused = _fusion_wanted(self.manifest)
         self.task: str = self.manifest["task"]
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
@@ -106,7 +110,7 @@ class ExportedModel:
             x.to(torch.long) if spec["dtype"] == "int64" and not x.is_floating_point() else x
             for spec, x in zip(self.manifest["inputs"], args)
         )
-        with torch.no_grad():
+        with torch.no_grad(), (onednn_fusion() if self._fused else contextlib.nullcontext()):
             try:
                 out = self.module(*args)
             except (torch.jit.Error, RuntimeError) as e:  # the module's own checks; errors inside kernels

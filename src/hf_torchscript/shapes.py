@@ -274,7 +274,10 @@ def candidates(p, backend) -> list[str]:
                          f"{option('shapes', 'static')}")
     if requested != "auto":
         return [requested]
-    if backend.static_shapes:
+    if p.options.onednn_fusion:
+        return ["static"]  # the only strategy oneDNN fusion works with (options.py says why)
+    if backend.static_shapes or p.options.buckets:
+        # Buckets given under auto say what the user wants; trying dynamic first would ignore them.
         return ["buckets"]
     # Reduced precision fails by precision, not by shape: trying buckets after a failed dynamic bf16/int8
     # export would triple the time and end in the same failure, so auto means dynamic there.
@@ -316,7 +319,12 @@ def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=Non
     tell(progress, "trace", f"{strategy}: one scripted module over {len(traces)} trace(s)", len(traces), len(traces))
     batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
     module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
-    if opts.optimize:
+    if opts.onednn_fusion:
+        from .fusion import onednn_fusion
+
+        with onednn_fusion():  # freezing with the switch on prepares the graph for fusion
+            module = optimize_module(module)
+    elif opts.optimize:
         module = optimize_module(module)
     info = {
         "strategy": strategy,
@@ -335,6 +343,8 @@ def reason(strategy: str, requested: str, report, attempts: Sequence[str], backe
     if not report.ran:
         why = "requested" if requested != "auto" else f"backend {backend.name} compiles static shapes"
         return f"{strategy}: {why} (not validated: no device here)"
+    if requested == "auto" and strategy == "buckets" and attempts == [] and not backend.static_shapes:
+        return f"buckets: --buckets given; the validation grid passed ({len(report.cases)} cases)"
     if requested == "auto":
         return (f"{strategy}: the validation grid passed ({len(report.cases)} cases)"
                 + (f" after {'; '.join(attempts)}" if attempts else ""))
@@ -343,11 +353,15 @@ def reason(strategy: str, requested: str, report, attempts: Sequence[str], backe
 
 def failure_hint(p, strategy: str, backend) -> str:
     """What to try after the last candidate failed validation."""
-    if p.options.dtype != "float32" or p.options.quantize:
-        what = p.options.quantize or p.options.dtype
+    if p.options.quantize:
+        from .quantize import precision_hint
+
+        return f" This is a precision failure of {p.options.quantize}, not a shape problem. " + precision_hint(
+            p.options, p.quantization)
+    if p.options.dtype != "float32":
+        what = p.options.dtype
         return (f" This is a precision failure of {what}, not a shape problem: export float32 (drop "
-                f"{option('quantize') if p.options.quantize else option('dtype')}), or see bench/RESULTS.md for what each "
-                "precision costs on real weights.")
+                f"{option('dtype')}), or see bench/RESULTS.md for what each precision costs on real weights.")
     hint = f" Next: try {option('shapes', 'buckets')} (one trace per length bucket)." if strategy == "dynamic" else ""
     if backend.static_shapes:
         hint += (f" {backend.name} may compute in bf16/fp16 (Inf1 matmuls always; {option('auto_cast')} on Inf2/Trn1):"

@@ -343,9 +343,13 @@ def load_source(
             loaded, info = auto.from_pretrained(str(path), **kwargs)
         except ValueError as e:
             raise SourceError(f"transformers could not load {str(path)!r} as {task}: {_first_line(e)}") from None
-        except OSError as e:
-            raise SourceError(f"could not read {str(path)!r}: {_first_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - a damaged or inconsistent checkpoint raises anything (pickle, safetensors, torch)
+            if isinstance(e, OSError) and "Unable to load weights from pytorch checkpoint" in str(e):
+                # transformers 4.x wraps a damaged pickle in an OSError that suggests from_tf=True; the
+                # error it caught is the one that says what is wrong.
+                e = _innermost(e)
+            elif isinstance(e, OSError):
+                raise SourceError(f"could not read {str(path)!r}: {_first_line(e)}") from None
             raise SourceError(
                 f"transformers could not load {str(path)!r} as {task}: {type(e).__name__}: {_first_line(e)}; check "
                 "that config.json belongs to the weights, or re-save the model with save_pretrained"
@@ -354,7 +358,7 @@ def load_source(
         tok = tokenizer if tokenizer is not None else _load_tokenizer(path)
     mismatched = sorted(info.get("mismatched_keys") or (), key=_key)
     if mismatched and not allow_new_weights:
-        raise SourceError(_mismatch_message(path, mismatched))
+        raise SourceError(_mismatch_message(path, mismatched, loaded))
     new = sorted({*info.get("missing_keys", ()), *(_key(k) for k in mismatched)})
     if new and not allow_new_weights:
         raise SourceError(_new_weights_message(path, task, new, raw, pooling))
@@ -371,16 +375,29 @@ def load_source(
     )
 
 
+def _innermost(e: BaseException) -> BaseException:
+    """The first error of a chain (raise ... from, or raised while handling another)."""
+    seen = {id(e)}
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        e = nxt
+    return e
+
+
 def _first_line(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(e).__name__
 
 
-def _mismatch_message(path: Path, mismatched) -> str:
+def _mismatch_message(path: Path, mismatched, model=None) -> str:
     """A tensor whose shape differs from what config.json implies: the config does not describe these weights."""
     first = mismatched[0]
-    shapes = (f" is {list(first[1])} in the checkpoint but {list(first[2])} for this config"
-              if isinstance(first, (tuple, list)) and len(first) >= 3 else " has another shape in the checkpoint")
+    if isinstance(first, (tuple, list)) and len(first) >= 3:
+        pair = list(first[1]), list(first[2])
+    else:  # transformers 4.x lists names only: read both shapes ourselves
+        pair = _shapes_of(path, _key(first), model)
+    shapes = (f" is {pair[0]} in the checkpoint but {pair[1]} for this config" if pair
+              else " has another shape in the checkpoint")
     return (
         f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
         "differ); fix config.json (hidden_size, vocab_size, ...) or re-save the model with save_pretrained "
@@ -409,6 +426,30 @@ def quiet_transformers():
         log.set_verbosity(level)
         if bars:
             log.enable_progress_bar()
+
+
+def _shapes_of(path: Path, name: str, model) -> tuple[list, list] | None:
+    """(checkpoint shape, this config's shape) of one tensor, from safetensors headers and the loaded model."""
+    try:
+        from safetensors import safe_open
+
+        wanted = dict(model.state_dict()) if model is not None else {}
+        prefix = getattr(model, "base_model_prefix", "") or ""
+        names = [name, name.removeprefix(prefix + "."), f"{prefix}.{name}"]
+        have = want = None
+        for f in sorted(path.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as st:
+                keys = set(st.keys())
+                for n in names:
+                    if n in keys:
+                        have = list(st.get_slice(n).get_shape())
+                        break
+            if have is not None:
+                break
+        want = next((list(wanted[n].shape) for n in names if n in wanted), None)
+        return (have, want) if have is not None and want is not None else None
+    except Exception:  # noqa: BLE001 - only a nicer message depends on it
+        return None
 
 
 def _key(mismatched) -> str:

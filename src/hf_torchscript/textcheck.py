@@ -218,6 +218,15 @@ class _Run:
         labels = [f"{i} {_short(item)}" for i, item in enumerate(items)]
 
         st = self.sentence_transformers()
+        want = None
+        if st is not None:
+            try:  # before the artifact runs: a library mismatch falls back to the eager reference, not a crash
+                want = self.encode(st[0], items)
+            except Exception as e:  # e.g. sentence-transformers 5.7 + transformers 4.57 pass token_type_ids
+                # to DistilBERT, whose forward has **kwargs there but no such input
+                self.st_error = (f"sentence-transformers could not encode the texts: {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}")
+                st = None
         if st is not None:
             reference = f"sentence-transformers {st[1]} SentenceTransformer.encode"
         elif self.task == "sentence-embedding":
@@ -235,8 +244,8 @@ class _Run:
         except Exception as e:  # the artifact failing on real text is a finding, not a crash
             self.failures.append(f"the artifact raised on the texts: {type(e).__name__}: {str(e).splitlines()[0]}")
             return self.report(len(items), ids_note, reference)
-        if st is not None:
-            self.compare_embeddings(got, st[0], items, labels)
+        if want is not None:
+            self.cosine(got["sentence_embedding"].float(), want.float().cpu(), labels, "sentence_embedding")
         else:
             with torch.no_grad():
                 ref_out = self.p.reference(*(ref_inputs[s.name] for s in self.p.specs))
@@ -418,11 +427,12 @@ class _Run:
                     row_labels = labels
                 self.cosine(g, r, row_labels, o.name)
 
-    def compare_embeddings(self, got: dict, st, items: list, labels: list) -> None:
-        """sentence-transformers' encode on the raw texts vs the artifact on the shipped tokenizer's ids."""
-        with torch.no_grad():
-            want = st.encode(list(items), convert_to_tensor=True, batch_size=len(items), show_progress_bar=False)
-        self.cosine(got["sentence_embedding"].float(), want.float().cpu(), labels, "sentence_embedding")
+    @staticmethod
+    def encode(st, items: list) -> torch.Tensor:
+        """sentence-transformers' encode on the raw texts (the artifact gets the shipped tokenizer's ids)."""
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return st.encode(list(items), convert_to_tensor=True, batch_size=len(items), show_progress_bar=False)
 
     def cosine(self, got: torch.Tensor, ref: torch.Tensor, labels: list, name: str) -> None:
         cos = torch.nn.functional.cosine_similarity(got.double(), ref.double(), dim=-1)
