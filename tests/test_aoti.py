@@ -350,8 +350,9 @@ def baked(tmp_path_factory):
     torch.manual_seed(0)
     model = LengthBakedBert(tiny_config("bert", "feature-extraction")).eval()
     out = tmp_path_factory.mktemp("aoti-baked") / "out"
-    # Two small buckets keep this to two compiles.
-    result = hts.export(model, out, backend="aoti", max_length=16, buckets=(8, 16))
+    # Two small buckets keep this to two compiles: max_length 32's default buckets are 16 and 32
+    # (no buckets=: given buckets mean buckets, without the dynamic attempt this test is about).
+    result = hts.export(model, out, backend="aoti", max_length=32)
     return model, out, result
 
 
@@ -359,11 +360,11 @@ def baked(tmp_path_factory):
 def test_auto_falls_back_to_buckets_when_export_cannot_prove_the_range(baked):
     model, out, result = baked
     s = result.manifest["shapes"]
-    assert s["strategy"] == "buckets" and s["buckets"] == [8, 16]
-    assert "after dynamic refused (torch.export could not make lengths 1..16 dynamic" in s["reason"]
-    assert result.manifest["aoti"]["models"] == ["model_8", "model_16"]
+    assert s["strategy"] == "buckets" and s["buckets"] == [16, 32]
+    assert "after dynamic refused (torch.export could not make lengths 1..32 dynamic" in s["reason"]
+    assert result.manifest["aoti"]["models"] == ["model_16", "model_32"]
     loaded = hts.load(out)
-    for B, L in [(1, 1), (3, 5), (2, 8), (2, 9), (1, 16)]:
+    for B, L in [(1, 1), (3, 5), (2, 16), (2, 17), (1, 32)]:
         x = random_batch(result.manifest, B, L, seed=L)
         with torch.no_grad():
             want = model(**x).last_hidden_state
