@@ -30,6 +30,9 @@ EXPORTED: dict[str, tuple[dict, str]] = {
                 "frozen"),
     "ts-int8-aten": (dict(shapes="dynamic", quantize="dynamic-int8-aten", optimize=True),
                      "exported --quantize dynamic-int8-aten (plain aten int8, per-token activations), frozen"),
+    "aoti": (dict(backend="aoti", shapes="dynamic"), "exported --backend aoti: torch.export + AOTInductor model.pt2, fp32"),
+    "aoti-bf16": (dict(backend="aoti", shapes="dynamic", dtype="bfloat16"),
+                  "exported --backend aoti --dtype bfloat16 (model.pt2)"),
 }
 PEERS: dict[str, str] = {
     "eager": "transformers eager fp32 (the baseline; ratios are to this)",
@@ -100,7 +103,9 @@ def exported(name: str, model, options: dict, workdir: Path, digest: str | None)
         if digest is not None:
             (d / "bench_key.json").write_text(json.dumps(dict(key, export_seconds=time.perf_counter() - start),
                                                          sort_keys=True))
-    module = torch.jit.load(str(d / "model.pt"))
+    from ..artifact import load_module
+
+    module, _ = load_module(d)  # model.pt or model.pt2 (Pt2Module), sha256 verified once, outside the timing
     names = [i["name"] for i in manifest["inputs"]]
 
     def run(batch):
