@@ -23,8 +23,7 @@ import warnings
 # Matches the torch 2.5-2.13 wording; the 3.14 wording does not start with "is deprecated".
 _DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
 
-NOTICE = ("TorchScript is deprecated upstream (torch.jit warns DeprecationWarning); --backend aoti writes the "
-          "torch.export format: see docs/formats.md")
+NOTICE = "note: TorchScript is deprecated upstream, --backend aoti writes torch.export's format (docs/formats.md)"
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ class ExportResult:
             f"[shapes: {self.strategy}, lengths 1..{s['max_length']}] in {self.seconds:.1f}s; {self.validation.summary()}"
         )
         if self.manifest.get("format", "torchscript") == "torchscript":
-            text += f"\nnote: {TORCHSCRIPT_NOTICE}"  # said once per export; each torch.jit call is quiet (deprecation.py)
+            text += f"; {TORCHSCRIPT_NOTICE}"  # said once per export; each torch.jit call is quiet (deprecation.py)
         return text
 
 
