@@ -249,3 +249,13 @@ def test_results_markdown_renders_from_the_json(report, tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| ts-int8 |" in text and "King James" in text and "min cosine" in text
     assert "skipped: onnxruntime not installed" in text or "| onnxruntime |" in text
+
+
+def test_cli_help_names_every_variant():
+    """cli.py spells the variant list out (importing bench/ would pull torch into --help): keep it complete."""
+    from hf_torchscript.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None) and "bench" in a.choices)
+    listed = next(a for a in sub.choices["bench"]._actions if a.dest == "variants").help
+    names = listed.split("subset of ")[1].split(" (default")[0].split(",")
+    assert names == list(ALL_VARIANTS)

@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workdir", default=None, metavar="DIR", help="exported artifacts (default OUT/artifacts; reused)")
     # Variant names and the default grid live in bench/; not imported here to keep `--help` free of torch.
     b.add_argument("--variants", default=None, help="comma-separated subset of eager,eager-bf16,ts-dynamic,"
-                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,ts-int8-aten,torch-compile,onnxruntime,onnxruntime-int8 "
+                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,ts-int8-aten,aoti,aoti-bf16,torch-compile,onnxruntime,"
+                   "onnxruntime-int8 "
                    "(default: all)")
     b.add_argument("--grid", type=_flag_type(_shape_list), default=None, metavar="BxL,...",
                    help="fixed shapes (default 1x16,1x128,8x128,1x512)")
