@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         "calibration_target": CALIBRATION_TARGET,
         "environment": {"torch": torch.__version__, "threads": args.threads, "loadavg_start": list(load_start),
                         "loadavg_end": list(os.getloadavg())},
-        "command": "python bench/int8_research.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python bench/int8_research.py", *(argv if argv is not None else sys.argv[1:])]),
         "schemes": schemes, "sensitivity": {k: v[:10] for k, v in sensitivity.items()}, "selected": selected,
         "linear_speed": speed, "aten_int8_profile_1024x768x3072": profile,
     }

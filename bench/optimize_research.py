@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         print(json.dumps(results[-1]["results"], indent=0), file=sys.stderr, flush=True)
     report = {
         "what": "TorchScript optimisations on BERT-base (random init), traced at each shape",
-        "command": "python bench/optimize_research.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python bench/optimize_research.py", *(argv if argv is not None else sys.argv[1:])]),
         "environment": {"cpu": timing_cpu(), "threads": args.threads, "torch": torch.__version__,
                         "python": platform.python_version(), "loadavg_start": list(load_start),
                         "loadavg_end": list(os.getloadavg())},

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         threads=2, accuracy_model="sentence-transformers/all-MiniLM-L6-v2", targets=HERE / "targets.json",
         description="BERT-base (random init, bert-base-uncased config)",
     )
-    report.environment["command"] = "python bench/run_bert_base.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report.environment["command"] = " ".join(["python bench/run_bert_base.py", *(argv if argv is not None else sys.argv[1:])])
     report.save(args.out)
     print(report.table())
     return 0

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         mixed_requests=0, profile_shape=None, accuracy_sentences=640, max_length=128,
         description="all-MiniLM-L6-v2 + a linear head trained on real sentences (8 books of the KJV)",
     )
-    report.environment["command"] = "python bench/run_classifier.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report.environment["command"] = " ".join(["python bench/run_classifier.py", *(argv if argv is not None else sys.argv[1:])])
     report.save(args.out)
     print(report.table())
     return 0
