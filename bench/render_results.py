@@ -54,9 +54,11 @@ def render(speed: dict | None, classifier: dict | None, int8: dict | None, optim
 
 def _machine(r: dict) -> list[str]:
     env = r["environment"]
-    load = env["loadavg_start"] + env["loadavg_end"]
     cores = env.get("cores") or env["threads"]
-    loaded = max(load) > cores
+    # 1-minute averages only (the 5/15-minute ones still hold whatever ran before the benchmark): others
+    # were running if the machine was busy before it started, or busier at the end than the benchmark's
+    # own threads make it.
+    loaded = env["loadavg_start"][0] > 1.0 or env["loadavg_end"][0] > env["threads"] + 1.0
     return [
         "## Machine and method", "",
         f"- CPU: {env['cpu']} ({cores} cores; {', '.join(env.get('cpu_flags', [])) or 'flags not recorded'}), "
