@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch

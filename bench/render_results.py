@@ -82,7 +82,7 @@ def _speed(r: dict, png: str | None) -> list[str]:
     var = r["variants"]
     ok = [n for n, v in var.items() if v["status"] == "ok"]
     shapes = [f"{g['batch']}x{g['length']}" for g in r["grid"]]
-    out = [f"## Speed and accuracy, one row per variant", "",
+    out = ["## Speed and accuracy, one row per variant", "",
            f"`{r['environment'].get('command', 'hf-torchscript bench')}`. Speed: {r['model']}; each cell is the "
            "median of per-round time ratios to eager fp32 (lower is faster) and, in brackets, best-vs-best. "
            "Accuracy: "

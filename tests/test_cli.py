@@ -9,7 +9,6 @@ import shutil
 from importlib import metadata
 
 import pytest
-import torch
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main

@@ -16,7 +16,7 @@ import torch
 import hf_torchscript as hts
 from hf_torchscript.cli import main as cli_main
 from hf_torchscript.errors import ValidationError
-from hf_torchscript.parity import REDUCED_PRECISION, Tolerance, check, compare_inputs
+from hf_torchscript.parity import REDUCED_PRECISION, Tolerance, compare_inputs
 from reference import eager_model, random_batch
 
 VARIANTS = {

@@ -140,7 +140,7 @@ class TextModelServer:
         A job the runtime refuses (e.g. fill-mask text without a mask) gets its error back; the
         others are then run on their own.
         """
-        from . import display, postprocess
+        from . import postprocess
 
         self.stats["batches"] += 1
         n = sum(len(j.texts) for j in jobs)

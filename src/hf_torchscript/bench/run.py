@@ -15,7 +15,7 @@ import torch
 
 from . import timing, workload
 from .report import BenchmarkReport, evaluate_targets, load_targets
-from .variants import ALL_VARIANTS, EXPORTED, PEERS, Variant, exported, missing_extras, peer, weights_digest
+from .variants import ALL_VARIANTS, EXPORTED, Variant, exported, missing_extras, peer, weights_digest
 
 DEFAULT_GRID: tuple[tuple[int, int], ...] = ((1, 16), (1, 128), (8, 128), (1, 512))
 
