@@ -241,6 +241,11 @@ def test_options_that_do_not_apply_to_aoti(tiny_model_dir, tmp_path, capsys):
         hts.export(src, tmp_path / "o", backend="aoti", shapes="static", static_batch=True)
     with pytest.raises(OptionError, match="auto_cast only apply to backend='neuronx' or backend='neuron'"):
         hts.export(src, tmp_path / "o", backend="aoti", auto_cast="matmult")
+    with pytest.raises(OptionError, match="onednn_fusion=True applies to the torchscript backend"):
+        hts.export(src, tmp_path / "o", backend="aoti", onednn_fusion=True)
+    with pytest.raises(OptionError, match=r"keep_float applies to quantize.py's schemes; with backend='aoti' use "
+                                          r"quantize='dynamic-int8-aten'"):
+        hts.export(src, tmp_path / "o", backend="aoti", quantize="dynamic-int8", keep_float=("model.pooler.*",))
     # The CLI names its own flags.
     assert main(["export", str(src), str(tmp_path / "o"), "--backend", "aoti", "--optimize"]) == 1
     assert "error: --optimize applies to the torchscript backend" in capsys.readouterr().err
@@ -392,16 +397,21 @@ def _row_cosines(got, want, mask):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["bf16", "int8"])
+@pytest.mark.parametrize("variant", ["bf16", "int8", "int8-aten"])
 def test_reduced_precision_is_validated_by_cosine_against_fp32_eager(variant, tiny_model_dir, tmp_path):
     if variant == "int8":
         pytest.importorskip("torchao", reason="pip install 'hf-torchscript[aoti-int8]' (torchao; CI installs it in the current-stack leg)")
-    kw = dict(dtype="bfloat16") if variant == "bf16" else dict(quantize="dynamic-int8")
+    kw = {"bf16": dict(dtype="bfloat16"), "int8": dict(quantize="dynamic-int8"),
+          "int8-aten": dict(quantize="dynamic-int8-aten")}[variant]
     src = tiny_model_dir("bert", "fill-mask")
     result = hts.export(src, tmp_path / "o", backend="aoti", **kw)
     m = result.manifest
     assert m["validation"]["passed"] and m["validation"]["mode"] == "cosine"
-    assert ("bfloat16" in m["precision"]["compute"]) if variant == "bf16" else ("torchao" in m["precision"]["compute"])
+    assert {"bf16": "bfloat16", "int8": "torchao", "int8-aten": "aten::_int_mm"}[variant] in m["precision"]["compute"]
+    if variant == "int8-aten":  # quantize.py's sensitivity pass, as for TorchScript: every Linear accounted for
+        q = m["quantization"]
+        assert q["scheme"] == "dynamic-int8-aten" and q["layers_quantized"] > 0
+        assert len(q["layers"]) == q["layers_total"] and all(layer["reason"] for layer in q["layers"])
     # Independently of the exporter's grid: fp32 eager, padded rows, lengths other than the traced one.
     eager, loaded = eager_model(src, "bert", "fill-mask"), hts.load(tmp_path / "o")
     for B, L in [(1, 9), (3, 50)]:

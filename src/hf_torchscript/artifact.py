@@ -376,7 +376,7 @@ def versions() -> dict:
 
 def _precision(opts, tolerance) -> dict:
     """What model.pt computes in, for readers of the manifest (inputs/outputs stay as listed)."""
-    if opts.quantize and opts.backend == "aoti":
+    if opts.quantize == "dynamic-int8" and opts.backend == "aoti":
         compute = ("int8 weights and per-token dynamic int8 activations for nn.Linear (torchao "
                    "Int8DynamicActivationInt8WeightConfig), float32 elsewhere")
     elif opts.quantize:

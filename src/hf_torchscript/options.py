@@ -108,8 +108,9 @@ class ExportOptions:
     quantize: str | None = _opt(None, "int8 nn.Linear layers with per-channel weight scales; the layers int8 hurts "
                                 "most (measured on real text) stay float32; validated by cosine against float32 "
                                 "eager. dynamic-int8: torch.ao kernels (fast); dynamic-int8-aten: plain aten ops, "
-                                "per-token activations (more accurate, not faster than float32); with --backend "
-                                "aoti, dynamic-int8 is torchao's int8 on every Linear (int8 activations too)",
+                                "per-token activations (more accurate; under TorchScript not faster than float32). With "
+                                "--backend aoti: dynamic-int8 is torchao's int8 on every Linear, dynamic-int8-aten "
+                                "the same sensitivity pass compiled by Inductor",
                                 choices=QUANTIZATIONS)
     keep_float: tuple[str, ...] = _opt((), "with --quantize: Linear layers (names or globs, comma-separated, e.g. "
                                        "'model.encoder.layer.4.*') kept float32 besides those the sensitivity pass "
@@ -177,11 +178,11 @@ class ExportOptions:
                 else option("onednn_fusion", True)
             raise OptionError(f"{what} applies to the torchscript backend; an AOTInductor package takes any batch "
                               f"and is compiled and optimized by Inductor: drop it, or use {option('backend', 'torchscript')}")
-        if self.backend == "aoti" and (self.quantize == "dynamic-int8-aten" or self.keep_float):
-            # The aoti int8 path is torchao's, on every Linear; the sensitivity pass is TorchScript's (quantize.py).
-            what = option("quantize", self.quantize) if self.quantize == "dynamic-int8-aten" else option("keep_float")
-            raise OptionError(f"{what} applies to the torchscript backend; with {option('backend', 'aoti')} use "
-                              f"{option('quantize', 'dynamic-int8')} (torchao int8 on every Linear)")
+        if self.backend == "aoti" and self.quantize == "dynamic-int8" and self.keep_float:
+            # aoti's dynamic-int8 is torchao's, on every Linear; the sensitivity pass and --keep-float are
+            # quantize.py's, which the aoti backend compiles as dynamic-int8-aten.
+            raise OptionError(f"{option('keep_float')} applies to quantize.py's schemes; with {option('backend', 'aoti')} "
+                              f"use {option('quantize', 'dynamic-int8-aten')} (sensitivity pass, compiled by Inductor)")
         if self.onednn_fusion and self.shapes not in ("auto", "static"):
             raise ShapeError(
                 f"{option('onednn_fusion')} works with {option('shapes', 'static')} only: a dynamic trace is re-fused "

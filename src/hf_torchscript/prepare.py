@@ -321,9 +321,10 @@ def convert(wrapper: ExportWrapper, opts: ExportOptions, p: Prepared | None = No
     """The module to trace: ``wrapper`` itself (float32) or a converted copy; ``wrapper`` stays the fp32 reference.
 
     --quantize calibrates on ``p``'s tokenizer and example inputs and records its plan in ``p.quantization``
-    (TorchScript); with --backend aoti it is torchao's int8 on every Linear (validation still decides).
+    (TorchScript, and aoti's dynamic-int8-aten: plain aten ops that torch.export takes); aoti's
+    dynamic-int8 is torchao's int8 on every Linear (validation still decides).
     """
-    if opts.quantize and opts.backend == "aoti":
+    if opts.quantize == "dynamic-int8" and opts.backend == "aoti":
         return quantize_int8_torchao(wrapper)
     if opts.quantize:
         from .quantize import calibration_inputs, quantize
