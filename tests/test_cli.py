@@ -68,6 +68,16 @@ def test_validate_reports_progress(tiny_model_dir, tmp_path):
     assert sum(s.stage == "validate" for s in steps) == len(report.cases)
 
 
+def test_progress_false_is_silence_and_anything_else_not_callable_is_refused(tiny_model_dir, tmp_path, capsys):
+    capsys.readouterr()
+    hts.export(tiny_model_dir("bert"), tmp_path / "o", progress=False)  # as benchmark(progress=False) spells it
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(hts.OptionError, match=r"progress takes a function called with each progress.Step, or "
+                                              r"None/False for silence; got True"):
+        hts.export(tiny_model_dir("bert"), tmp_path / "p", progress=True)
+    assert not (tmp_path / "p").exists()
+
+
 class FakeTerminal(io.StringIO):
     def isatty(self):
         return True

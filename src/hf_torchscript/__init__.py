@@ -53,9 +53,10 @@ __all__ = [
 
 def export(model, output_dir, *, task=None, tokenizer=None, force=False, options=None, progress=None, **option_fields):
     from .exporter import export as _export
+    from .progress import checked
 
-    return _export(model, output_dir, task=task, tokenizer=tokenizer, force=force, options=options, progress=progress,
-                   **option_fields)
+    return _export(model, output_dir, task=task, tokenizer=tokenizer, force=force, options=options,
+                   progress=checked(progress), **option_fields)
 
 
 def _export_doc() -> str:
@@ -71,7 +72,7 @@ def _export_doc() -> str:
         "    force: replace an earlier artifact in ``output_dir``.",
         "    options: an :class:`ExportOptions`; keywords below replace its fields.",
         "    progress: called with a ``progress.Step`` as each step starts and advances (load, prepare, trace,",
-        "        validate, save); None (default) reports nothing. The library itself never prints.",
+        "        validate, save); None (default) or False reports nothing. The library itself never prints.",
     ]
     for f in ExportOptions.fields():
         if f.name != "task":
@@ -144,7 +145,7 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
             records (``source``), found offline as export finds models.
         atol, rtol: fp32 tolerances; default: those recorded at export.
         allow_pickle, trust_remote_code: as for export.
-        progress: called with each ``progress.Step`` (None: silent).
+        progress: called with each ``progress.Step`` (None or False: silent).
 
     Returns:
         ValidationReport (also when it passed).
@@ -154,10 +155,11 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
         ArtifactError: the artifact is tampered with or does not match the model's signature.
         SourceError: ``model`` is None and the recorded model cannot be found offline.
     """
+    from .progress import checked
     from .revalidate import validate as _validate
 
     return _validate(directory, model, atol=atol, rtol=rtol, allow_pickle=allow_pickle,
-                     trust_remote_code=trust_remote_code, progress=progress)
+                     trust_remote_code=trust_remote_code, progress=checked(progress))
 
 
 def benchmark(

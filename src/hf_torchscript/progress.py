@@ -37,6 +37,18 @@ class Step:
 Progress = Optional[Callable[[Step], None]]
 
 
+def checked(progress) -> Progress:
+    """The public verbs' ``progress=``: a callable, or None / False for silence (as ``benchmark(progress=False)``)."""
+    if progress is None or progress is False:
+        return None
+    if not callable(progress):
+        from .errors import OptionError, option
+
+        raise OptionError(f"{option('progress')} takes a function called with each progress.Step, or None/False for "
+                          f"silence; got {progress!r}")
+    return progress
+
+
 def report(progress: Progress, stage: str, detail: str = "", done: int = 0, total: int = 0) -> None:
     """Tell ``progress`` (if any) about a step; the one call the library's steps make."""
     if progress is not None:
