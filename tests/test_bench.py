@@ -259,3 +259,12 @@ def test_cli_help_names_every_variant():
     listed = next(a for a in sub.choices["bench"]._actions if a.dest == "variants").help
     names = listed.split("subset of ")[1].split(" (default")[0].split(",")
     assert names == list(ALL_VARIANTS)
+
+
+def test_public_benchmark_keeps_the_bench_signature():
+    """hts.benchmark spells its keywords out (importing bench/ at package import would pull torch in);
+    its names and defaults must stay those of hf_torchscript.bench.benchmark, which does the work."""
+    def shape(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert shape(hts.benchmark) == shape(bench_run.benchmark)
