@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.artifact import sha256_file
+from hf_torchscript.runtime.artifact import sha256_file
 from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 REQUIRED_KEYS = {

@@ -15,9 +15,9 @@ from safetensors.torch import load_file, save_file
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main
-from hf_torchscript.inputs import OutputSpec, input_specs
-from hf_torchscript.parity import Case, Tolerance, build_grid, check
-from hf_torchscript.prepare import ExportWrapper
+from hf_torchscript.exporter.inputs import OutputSpec, input_specs
+from hf_torchscript.exporter.parity import Case, Tolerance, build_grid, check
+from hf_torchscript.exporter.prepare import ExportWrapper
 from models import save_tiny
 
 # -- 1. checkpoint fidelity -------------------------------------------------------------------------

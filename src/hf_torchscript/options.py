@@ -214,7 +214,9 @@ class ExportOptions:
                     f"graph (use {option('auto_cast')} / {option('compiler_args')} there): drop {flag} or use "
                     f"{option('backend', 'torchscript')}"
                 )
-            from .backends._neuron import compiler_args_for
+            # Runs back up the stack (options -> export/backends), lazily: the Neuron compilers' flag grammar is
+            # that backend's knowledge, and checking it here makes a bad --auto-cast fail before any model loads.
+            from .exporter.backends._neuron import compiler_args_for
 
             compiler_args_for(self)  # bad --auto-cast values or conflicts fail now, not after loading
         if self.shapes == "static" and self.sequence_length is None and self.buckets:

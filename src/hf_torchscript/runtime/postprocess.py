@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError, option
+from ..errors import InputError, option
 
 
 def run_task(model, texts, *, top_k: int = 5):

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from .errors import HFTorchScriptError, InputError, OptionError, require_extra
+from ..errors import HFTorchScriptError, InputError, OptionError, require_extra
 
 _FIELDS = ("texts", "pairs", "top_k", "similarity")
 
@@ -93,7 +93,7 @@ class TextModelServer:
     """One replica: the artifact loaded once (sha256 verified), texts of concurrent requests batched."""
 
     def __init__(self, artifact: str, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0, verify: bool = True):
-        from .runtime import load
+        from ..runtime.model import load
 
         self.model = load(artifact, verify=verify)
         self.artifact = str(artifact)
@@ -140,7 +140,7 @@ class TextModelServer:
         A job the runtime refuses (e.g. fill-mask text without a mask) gets its error back; the
         others are then run on their own.
         """
-        from . import postprocess
+        from ..runtime import postprocess
 
         self.stats["batches"] += 1
         n = sum(len(j.texts) for j in jobs)
@@ -168,7 +168,7 @@ class TextModelServer:
 
     def answer(self, job: _Job, result) -> dict:
         """One job's answer: the document `hf-torchscript run --json` prints for its texts (strict JSON)."""
-        from . import display
+        from ..cli import display
 
         task = self.model.task
         if job.similarity and task != "sentence-embedding":
@@ -223,7 +223,7 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, replicas: int 
 
     from ray import serve
 
-    from .artifact import read_manifest, verify as verify_sha
+    from ..runtime.artifact import read_manifest, verify as verify_sha
 
     if batch_wait_ms < 0:
         raise OptionError(f"--batch-wait-ms must be 0 or more, got {batch_wait_ms:g}")

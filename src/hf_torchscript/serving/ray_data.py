@@ -1,7 +1,7 @@
 """Bulk inference on Ray Data: a `Predictor` for ``Dataset.map_batches``, and ``hf-torchscript map``.
 
     import ray
-    from hf_torchscript.ray import Predictor
+    from hf_torchscript.serving.ray_data import Predictor
 
     ds = ray.data.read_parquet("docs.parquet")
     ds = ds.map_batches(Predictor, fn_constructor_kwargs={"artifact": "out/minilm"}, batch_size=256,
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ArtifactError, InputError, OptionError, option, require_extra
+from ..errors import ArtifactError, InputError, OptionError, option, require_extra
 
 ERROR_COLUMN = "error"
 # Rows per Predictor call = SORT_WINDOW x batch_size in `hf-torchscript map`: the window inside which
@@ -67,8 +67,8 @@ class Predictor:
 
     def __init__(self, artifact, *, column: str = "text", pair_column: str | None = None, batch_size: int = 32,
                  top_k: int = 5, verify: bool = True, truncation: str = "warn", threads: int | None = None):
-        require_extra("ray", "hf_torchscript.ray.Predictor", "pyarrow")
-        from .runtime import load
+        require_extra("ray", "hf_torchscript.serving.ray_data.Predictor", "pyarrow")
+        from ..runtime.model import load
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -152,7 +152,7 @@ class Predictor:
                                     names=table.column_names + names + [ERROR_COLUMN])
 
     def _run(self, idx, inputs, results, errors):
-        from . import postprocess
+        from ..runtime import postprocess
 
         try:
             out = postprocess.run_task(self.model, inputs, top_k=self.top_k)

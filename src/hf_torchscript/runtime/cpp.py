@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import BuildError
+from ..errors import BuildError
 
 RUNNER = "hts_run"
 EXAMPLE = "embed"

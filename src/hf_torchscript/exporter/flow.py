@@ -20,15 +20,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, fusion, parity, shapes, textcheck
-from .atomic import check_space, interruptible, write_error
+from . import artifact
+from ..runtime.artifact import MODEL_FILES
+from ..runtime import fusion
+from . import parity
+from . import shapes
+from . import textcheck
+from ..atomic import check_space, interruptible, write_error
 from .backends import get_backend
-from .deprecation import NOTICE as TORCHSCRIPT_NOTICE
-from .errors import OptionError, TraceError, ValidationError
-from .options import ExportOptions
+from ..deprecation import NOTICE as TORCHSCRIPT_NOTICE
+from ..errors import OptionError, TraceError, ValidationError
+from ..options import ExportOptions
 from .parity import ValidationReport, tolerance_for
 from .prepare import prepare
-from .progress import Progress, report as tell
+from ..progress import Progress, report as tell
 from .source import artifact_size_estimate, load_source, resolve_path
 
 
@@ -111,7 +116,7 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
             )
         info["reason"] = shapes.reason(strategy, options.shapes, report, attempts, backend)
         manifest = artifact.build_manifest(p, backend, report, info, tracer_warnings, tolerance)
-        model_file = artifact.MODEL_FILES[backend.format]
+        model_file = MODEL_FILES[backend.format]
         tell(progress, "save", f"{model_file}, manifest.json, tokenizer files -> {output_dir}")
         artifact.write_artifact(staging, module, manifest, src.tokenizer)
         # Real texts through the written tokenizer.json and model.pt, as a user runs them; the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 # A spec is a type, a tuple of alternatives, a ("list", spec), a ("map", spec) (str keys),
 # or a dict {key: (required, spec)}.

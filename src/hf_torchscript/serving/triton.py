@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArtifactError, OptionError, option, require_extra
+from ..errors import ArtifactError, OptionError, option, require_extra
 
 BATCH_AXIS = "batch_size"
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
@@ -67,7 +67,7 @@ def write_repository(artifact, repo, *, name: str | None = None, max_batch_size:
         OptionError: bad name or sizes; model folders exist without ``force``.
     """
     require_extra("triton", "hf-torchscript triton", "tritonclient.grpc.model_config_pb2", "google.protobuf")
-    from .artifact import MODEL_FILE, read_manifest, sha256_file, verify
+    from ..runtime.artifact import MODEL_FILE, read_manifest, sha256_file, verify
 
     src = Path(artifact)
     manifest = read_manifest(src)

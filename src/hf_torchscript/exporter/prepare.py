@@ -23,12 +23,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .architectures import Architecture, get_architecture
-from .errors import OptionError, ShapeError, TraceError, option
+from ..architectures import Architecture, get_architecture
+from ..errors import OptionError, ShapeError, TraceError, option
 from .inputs import InputSpec, OutputSpec, input_specs, make_inputs
-from .options import DEFAULT_SHAPES, ExportOptions
+from ..options import DEFAULT_SHAPES, ExportOptions
 from .source import Source
-from .tasks import Task, get_task
+from ..tasks import Task, get_task
 
 # Sequence length used when nothing (model config, tokenizer) states a limit.
 FALLBACK_MAX_LENGTH = 512

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from . import Backend
-from ..errors import TraceError
-from ..progress import report as tell
+from ...errors import TraceError
+from ...progress import report as tell
 from ..shapes import StrategyRefused, plan
 from ..source import quiet_transformers
-from ..pt2 import FORMAT, PT2_FILE, SIGNATURE_KEY, Pt2Module, signature
+from ...runtime.pt2 import FORMAT, PT2_FILE, SIGNATURE_KEY, Pt2Module, signature
 
 # Inductor settings for every compile, recorded in the manifest. None today: torch's defaults are
 # what it documents and tests; the key exists so that a change shows in the artifact.
@@ -244,7 +244,7 @@ class Pt2Build:
         manifest["aoti"] = {
             "package": PT2_FILE,
             "models": self.models,
-            "input_checks": "in the runtimes (hf_torchscript.pt2, cpp/hf_torchscript.hpp) from this manifest; "
+            "input_checks": "in the runtimes (hf_torchscript.runtime.pt2, cpp/hf_torchscript.hpp) from this manifest; "
                             "value ranges also asserted in the graph",
             "cpu_isa": self.loaded.runners[0].get_metadata().get("AOTI_CPU_ISA"),
             "machine": platform.machine(),

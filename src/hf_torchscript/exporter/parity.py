@@ -26,9 +26,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .inputs import InputSpec, OutputSpec, make_inputs
-from .progress import report as tell
+from ..progress import report as tell
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def check_texts(p, directory, tolerance: Tolerance) -> TextReport:
     """
     from tokenizers import Tokenizer
 
-    from .runtime import ExportedModel, UntrainedWeightsWarning
+    from ..runtime.model import ExportedModel, UntrainedWeightsWarning
 
     with warnings.catch_warnings():
         # An --allow-new-weights export warns on every load; the exporter has already said so.

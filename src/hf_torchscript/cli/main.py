@@ -15,8 +15,8 @@ import sys
 import typing
 import warnings
 
-from .errors import HFTorchScriptError, OptionError
-from .options import TASK_NAMES, ExportOptions, flag
+from ..errors import HFTorchScriptError, OptionError
+from ..options import TASK_NAMES, ExportOptions, flag
 
 
 def _err(msg: str) -> None:
@@ -71,11 +71,11 @@ def _identity(path) -> tuple | None:
 
 
 def cmd_export(a) -> int:
-    from .errors import require_extra
+    from ..errors import require_extra
 
     require_extra("export", "export", "transformers", "safetensors")  # now, not after loading half the stack
-    from .exporter import export
-    from .progress import for_terminal
+    from ..exporter.flow import export
+    from ..progress import for_terminal
 
     before = _identity(a.output_dir)
     progress = for_terminal(a.quiet)
@@ -100,12 +100,12 @@ def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def cmd_bench(a) -> int:
-    from .errors import require_extra
+    from ..errors import require_extra
 
     # Before minutes of measuring. The bench extra's packages (onnxruntime, matplotlib...) are optional:
     # benchmark() lists the missing ones before it starts and measures what it can.
     require_extra("export", "bench", "transformers")
-    from .bench import benchmark
+    from ..bench import benchmark
 
     report = benchmark(
         a.model,
@@ -135,7 +135,7 @@ def cmd_run(a) -> int:
     import torch
 
     from . import display
-    from .runtime import TruncationWarning, load
+    from ..runtime.model import TruncationWarning, load
 
     inputs = _run_inputs(a)
     with warnings.catch_warnings(record=True) as caught:
@@ -252,7 +252,7 @@ def _write(text: str, path: str | None) -> None:
 
 
 def cmd_info(a) -> int:
-    from .artifact import model_file_name, read_manifest, verify
+    from ..runtime.artifact import model_file_name, read_manifest, verify
     from .display import checks, validation_lines
 
     m = read_manifest(a.output_dir)  # schema-checked: every key used below as m[...] is there
@@ -296,11 +296,11 @@ def cmd_info(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from .errors import require_extra
-    from .progress import for_terminal
+    from ..errors import require_extra
+    from ..progress import for_terminal
 
     require_extra("export", "validate", "transformers", "safetensors")
-    from .revalidate import validate
+    from ..exporter.validate import validate
 
     progress = for_terminal(a.quiet)
     try:
@@ -315,7 +315,7 @@ def cmd_validate(a) -> int:
 
 
 def cmd_cpp_build(a) -> int:
-    from .cpp import build_runner, cmake_command
+    from ..runtime.cpp import build_runner, cmake_command
 
     if a.print:
         print(cmake_command(a.build_dir, source=a.source))
@@ -329,7 +329,7 @@ def cmd_cpp_build(a) -> int:
 
 
 def cmd_map(a) -> int:
-    from .ray import map_file
+    from ..serving.ray_data import map_file
 
     report = map_file(a.artifact, a.input, a.output, column=a.column, pair_column=a.pair_column,
                       batch_size=a.batch_size, top_k=a.top_k, use_ray=a.ray, workers=a.workers, threads=a.threads,
@@ -340,7 +340,7 @@ def cmd_map(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    from .serve import serve_forever
+    from ..serving.ray_serve import serve_forever
 
     serve_forever(a.artifact, host=a.host, port=a.port, replicas=a.replicas, max_batch_size=a.max_batch_size,
                   batch_wait_ms=a.batch_wait_ms, verify=not a.no_verify)
@@ -348,7 +348,7 @@ def cmd_serve(a) -> int:
 
 
 def cmd_triton(a) -> int:
-    from .triton import write_repository
+    from ..serving.triton import write_repository
 
     print(write_repository(a.artifact, a.repo, name=a.name, max_batch_size=a.max_batch_size, instances=a.instances,
                            with_tokenizer=a.with_tokenizer, force=a.force))
@@ -503,7 +503,7 @@ def version_text() -> str:
     """``hf-torchscript X (torch Y, transformers Z)``: read from package metadata, so nothing heavy is imported."""
     from importlib import metadata
 
-    from . import __version__
+    from .. import __version__
 
     def installed(name: str) -> str:
         try:
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         _err("(set HF_TORCHSCRIPT_DEBUG=1 for the full traceback)")
         return 1
     except KeyboardInterrupt as e:
-        from .atomic import Terminated
+        from ..atomic import Terminated
 
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         if getattr(e, "hts_written", False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..deprecation import jit_api
+from ...deprecation import jit_api
 from . import Backend
 
 

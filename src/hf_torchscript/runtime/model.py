@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from .artifact import load_module
-from .errors import ArtifactError, InputError, option
+from ..errors import ArtifactError, InputError, option
 from .fusion import onednn_fusion, wanted as _fusion_wanted
 
 

@@ -172,7 +172,7 @@ def calibration_inputs(input_names: Sequence[str], outputs, *, tokenizer, exampl
     The random batches (``example(batch, length, seed)``, validation's generator) are there because
     validation checks random ids: the quantised model must hold on both.
     """
-    from .texts import real_sentences
+    from ..texts import real_sentences
 
     batches: list[tuple[torch.Tensor, ...]] = []
     parts = []
@@ -213,7 +213,7 @@ def quantize(wrapper: nn.Module, scheme: str, calibration: Calibration, *, keep_
     The plan (manifest ``quantization``) names every Linear: quantised or not, its measured
     relative output error, and why.
     """
-    from .errors import OptionError, ValidationError, option
+    from ..errors import OptionError, ValidationError, option
 
     if scheme not in QUANTIZERS:
         raise OptionError(f"unknown quantization {scheme!r}; choose one of {', '.join(QUANTIZERS)}")
@@ -373,7 +373,7 @@ def _describe(target: dict) -> str:
 
 def precision_hint(options, plan: dict | None) -> str:
     """What to do when an int8 export fails validation: which layers to keep, or a lower-risk scheme."""
-    from .errors import option
+    from ..errors import option
 
     if plan:
         left = sorted((layer for layer in plan["layers"] if layer["quantized"]), key=lambda l: -l["output_damage"])

@@ -21,13 +21,13 @@ from typing import Sequence
 
 import torch
 
-from .compat import traceable
-from .deprecation import jit_api
-from .errors import ShapeError, TraceError, option
-from .progress import report as tell
+from ..compat import traceable
+from ..deprecation import jit_api
+from ..errors import ShapeError, TraceError, option
+from ..progress import report as tell
 from .source import quiet_transformers
 from .inputs import InputSpec, range_text
-from .options import DEFAULT_SHAPES
+from ..options import DEFAULT_SHAPES
 
 MIN_BUCKET = 16
 
@@ -250,7 +250,7 @@ def build_dispatcher(
     src = _generate_source(specs, out_seq_dims)
     # TorchScript reads class source through inspect/linecache; register the generated text
     # under a unique fake filename so scripting works without writing a file.
-    filename = f"<hf_torchscript.shapes.generated-{next(_counter)}>"
+    filename = f"<hf_torchscript.exporter.shapes.generated-{next(_counter)}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     namespace: dict = {"__name__": "hf_torchscript_generated"}
     exec(compile(src, filename, "exec"), namespace)
@@ -320,7 +320,7 @@ def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=Non
     batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
     module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
     if opts.onednn_fusion:
-        from .fusion import onednn_fusion
+        from ..runtime.fusion import onednn_fusion
 
         with onednn_fusion():  # freezing with the switch on prepares the graph for fusion
             module = optimize_module(module)

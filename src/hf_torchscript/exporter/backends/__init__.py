@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import OptionError
+from ...errors import OptionError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BackendUnavailableError, OptionError, option
+from ...errors import BackendUnavailableError, OptionError, option
 
 # --auto-cast MODE[:TYPE]. Modes are neuronx-cc's `--auto-cast` values (Neuron Compiler CLI
 # Reference Guide (neuronx-cc)); types its `--auto-cast-type` values. neuron-cc (Inf1) spells the
