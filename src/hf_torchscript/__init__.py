@@ -21,6 +21,7 @@ except _metadata.PackageNotFoundError:
 from .errors import (
     ArtifactError,
     BackendUnavailableError,
+    ConsistencyError,
     HFTorchScriptError,
     InputError,
     OptionError,
@@ -45,6 +46,7 @@ __all__ = [
     "HFTorchScriptError",
     "ArtifactError",
     "BackendUnavailableError",
+    "ConsistencyError",
     "InputError",
     "OptionError",
     "ShapeError",

@@ -292,6 +292,9 @@ def validation_lines(manifest: dict) -> list[str]:
     text = next((c for c in summary["checks"] if c["check"] == "text"), None)
     lines.append("text check    " + (str(text.get("summary", "")).removeprefix("text check ") if text is not None
                                      else "- (exported before text checks existed)"))
+    from .proof import answer_lines, source_lines  # issue 24: the source folder's checks, answers on real text
+
+    lines.extend(answer_lines(manifest) + source_lines(manifest))
     if summary.get("untrained_weights"):
         new = summary["untrained_weights"]
         lines.append(f"weights       UNTRAINED: {len(new)} tensors were not in the checkpoint and are random "

@@ -194,7 +194,19 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
         m["sentence_embedding"] = {"pooling": p.source.pooling["modes"], "normalize": p.source.pooling["normalize"]}
     if p.source.newly_initialized:
         m["newly_initialized_weights"] = p.source.newly_initialized
+    m["consistency"] = consistency_record(p.source)
     return m
+
+
+def consistency_record(src) -> dict:
+    """What exporter/consistency.py checked of the source folder, and what an override let through."""
+    from .consistency import CHECKS
+
+    return {
+        "checked": list(CHECKS),
+        "unused_weights": list(src.unused_weights),  # non-empty only with allow_unused_weights
+        "tokenizer_mismatches": list(src.tokenizer_mismatches),  # non-empty only with allow_tokenizer_mismatch
+    }
 
 
 def _source(src) -> dict:

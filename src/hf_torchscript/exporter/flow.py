@@ -79,7 +79,9 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
 
     tell(progress, "load", f"loading {model if isinstance(model, (str, Path)) else type(model).__name__}")
     src = load_source(model, task=options.task, tokenizer=tokenizer, allow_pickle=options.allow_pickle,
-                      trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights)
+                      trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights,
+                      allow_unused_weights=options.allow_unused_weights,
+                      allow_tokenizer_mismatch=options.allow_tokenizer_mismatch)
     tell(progress, "prepare", f"{src.config.model_type} for {src.task}: wrapper, inputs, output axes")
     p = prepare(src, options, backend)
     tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)
