@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from models import SPECIALS, WORDS, build_tokenizer, save_tiny
 from safetensors.torch import load_file, save_file
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main
 from hf_torchscript.exporter import consistency
 from hf_torchscript.exporter.source import load_source
-from models import SPECIALS, WORDS, build_tokenizer, save_tiny
 
 
 def linked_copy(src: Path, dst: Path, *edited: str) -> Path:
@@ -68,7 +68,8 @@ def test_config_with_more_layers_than_the_checkpoint_is_refused_naming_the_field
 
 
 @pytest.mark.parametrize("field,value,name,want", [
-    ("vocab_size", 30000, "embeddings.word_embeddings.weight", "vocab_size is 30000 in config.json, the weights say 30522"),
+    ("vocab_size", 30000, "embeddings.word_embeddings.weight",
+     "vocab_size is 30000 in config.json, the weights say 30522"),
     ("max_position_embeddings", 256, "embeddings.position_embeddings.weight",
      "max_position_embeddings is 256 in config.json, the weights say 512"),
     ("hidden_size", 192, "", "hidden_size is 192 in config.json, the weights say 384"),

@@ -121,10 +121,13 @@ def layer_hint(model, names, raw_config: dict, *, checkpoint_has_more: bool) -> 
 
 
 def shape_field_hint(raw_config: dict, checkpoint_shape, model_shape) -> str | None:
-    """The config field a mismatched dimension comes from: "vocab_size is 30000 in config.json, the weights say 30522"."""
+    """The config field a mismatched dimension comes from.
+
+    E.g. "vocab_size is 30000 in config.json, the weights say 30522".
+    """
     if checkpoint_shape is None or model_shape is None or len(checkpoint_shape) != len(model_shape):
         return None
-    for have, want in zip(checkpoint_shape, model_shape):
+    for have, want in zip(checkpoint_shape, model_shape, strict=True):
         if have == want:
             continue
         for f in SIZE_FIELDS:
@@ -150,7 +153,10 @@ def unused_message(path, names: list[str], hint: str | None) -> str:
 
 
 def nonfinite_tensors(model) -> list[tuple[str, int, int, int, tuple]]:
-    """(name, NaN count, +-inf count, element count, index of the first) of every floating tensor of ``model`` holding a non-finite value."""
+    """Every floating tensor of ``model`` holding a non-finite value.
+
+    As (name, NaN count, +-inf count, element count, index of the first non-finite value).
+    """
     import torch
 
     out = []
