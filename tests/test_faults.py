@@ -885,14 +885,15 @@ def test_run_prints_strict_json_with_nan_as_null(base, capsys, monkeypatch):
 
     monkeypatch.setattr(postprocess, "run_task", nan_rows)
     code, err, out = run_cli(["run", base["old"], "a", "--json"], capsys)
-    assert code == 0 and err == ["warning: 2 NaN/infinite values were written as null"]
+    # Never a quiet nan (issue 24): written as null, said on stderr, counted in the JSON, exit status 3.
+    assert code == 3 and err == ["warning: 2 NaN/infinite values were written as null"]
 
     def no_constants(name):
         raise AssertionError(f"{name} in output")
 
     data = json.loads(out, parse_constant=no_constants)
     assert data["results"][0]["output"]["outputs"]["last_hidden_state"]["data"] == [[None, None, 1.0]]
-    assert data["warnings"] == ["2 NaN/infinite values were written as null"]
+    assert data["warnings"] == ["2 NaN/infinite values were written as null"] and data["nonfinite_outputs"] == 2
 
 
 def test_api_top_k_and_manifest_errors_are_typed(base, tmp_path):

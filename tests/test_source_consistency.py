@@ -202,3 +202,45 @@ def test_casing_of_vocabularies_is_judged_only_with_enough_tokens():
     assert consistency.vocabulary_casing(Tok(["[CLS]"] + lower))[0] == "uncased"
     assert consistency.vocabulary_casing(Tok(lower[:-30] + [w.upper() for w in lower[-30:]]))[0] == "cased"
     assert consistency.vocabulary_casing(Tok(lower[:50]))[0] is None
+
+
+# -- 2b. at run time: never a quiet NaN --------------------------------------------------------------
+
+
+def _nan_module(manifest):
+    """A stand-in for model.pt that returns two non-finite values in its first output, finite ones elsewhere."""
+    def module(ids, *rest):
+        outs = []
+        for o in manifest["outputs"]:
+            shape = [ids.shape[0] if d == "batch_size" else ids.shape[1] if d == "sequence_length" else d
+                     for d in o["shape"]]
+            outs.append(torch.randn(*shape))
+        outs[0].view(-1)[0] = float("nan")
+        outs[0].view(-1)[-1] = float("inf")
+        return tuple(outs)
+
+    return module
+
+
+def test_nonfinite_outputs_warn_in_python_and_fail_the_cli(tiny_artifact, monkeypatch, capsys):
+    from hf_torchscript.runtime import model as runtime_model
+    from hf_torchscript.runtime.artifact import load_module
+
+    art = tiny_artifact("bert", "feature-extraction")
+
+    def nan_load(directory, **kw):
+        module, manifest = load_module(directory, **kw)
+        return _nan_module(manifest), manifest
+
+    monkeypatch.setattr(runtime_model, "load_module", nan_load)
+    model = hts.load(art)
+    with pytest.warns(runtime_model.NonFiniteOutputWarning, match=r"returned 2 NaN/infinite values "
+                      r"\(last_hidden_state: 2\)") as w:
+        model(input_ids=torch.tensor([[2, 7, 3]]), attention_mask=torch.ones(1, 3, dtype=torch.long))
+    assert w[0].message.count == 2 and w[0].message.outputs == ("last_hidden_state",)
+
+    assert main(["run", str(art), "the man", "--json"]) == 3
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["nonfinite_outputs"] == 2 and "returned 2 NaN/infinite values" in cap.err
+    assert main(["run", str(art), "the man"]) == 3  # the text output too: a warning and a failing status
+    assert "warning: " in capsys.readouterr().err
