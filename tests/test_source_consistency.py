@@ -244,3 +244,33 @@ def test_nonfinite_outputs_warn_in_python_and_fail_the_cli(tiny_artifact, monkey
     assert json.loads(cap.out)["nonfinite_outputs"] == 2 and "returned 2 NaN/infinite values" in cap.err
     assert main(["run", str(art), "the man"]) == 3  # the text output too: a warning and a failing status
     assert "warning: " in capsys.readouterr().err
+
+
+# -- 5. smaller: the manifest says what is wrong, and holds no build-machine paths --------------------
+
+
+def test_a_files_list_whose_model_hash_differs_is_named_as_such(tiny_artifact, tmp_path):
+    import shutil
+
+    art = shutil.copytree(tiny_artifact("bert", "feature-extraction"), tmp_path / "a")
+    m = json.loads((art / "manifest.json").read_text())
+    assert "path" not in m["source"] and not os.path.isabs(m["source"]["model"])
+    m["files"]["model.pt"] = "0" * 64
+    (art / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(hts.ArtifactError, match=r"lists model.pt with sha256 0000000000000000\.\.\. in 'files' but "
+                       rf"{m['sha256'][:16]}\.\.\. in 'sha256': the manifest was edited"):
+        hts.load(art)
+    del m["files"]
+    (art / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(hts.ArtifactError, match="has no valid 'files' list of hashes"):
+        hts.load(art)
+
+
+def test_int8_pass_mark_and_calibration_target_come_from_one_constant():
+    from hf_torchscript.exporter.parity import REDUCED_PRECISION
+    from hf_torchscript.exporter.quantize import CALIBRATION_MARGIN, CALIBRATION_TARGET, PASS_MARK
+
+    assert PASS_MARK is REDUCED_PRECISION["dynamic-int8"] and PASS_MARK["min_cosine"] == 0.99
+    assert CALIBRATION_TARGET["min_cosine"] == round(1 - 0.01 * CALIBRATION_MARGIN["min_cosine"], 6) == 0.995
+    doc = (Path(__file__).parent.parent / "docs" / "performance.md").read_text()
+    assert f"per-row cosine >= {PASS_MARK['min_cosine']:g}, top-1" in doc

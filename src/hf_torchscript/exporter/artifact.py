@@ -210,12 +210,17 @@ def consistency_record(src) -> dict:
 
 
 def _source(src) -> dict:
-    out = {"model": src.description, "weights": src.weights}
-    if src.path is not None and Path(src.description).expanduser().exists():
-        # MODEL was a folder: its absolute path lets `validate OUT` find it again from another working
-        # directory. (A hub or bundled id is found again by its id.)
-        out["path"] = str(src.path.resolve())
-    return out
+    """MODEL as a reader may see it: a hub or bundled id, a relative folder as given, an absolute one by name only.
+
+    No absolute path of the build machine goes into the manifest (it ships with the artifact); `validate OUT`
+    finds a hub id or a relative folder again, and takes --model otherwise.
+    """
+    model = src.description
+    if src.path is not None and Path(model).expanduser().exists():
+        given = Path(model)
+        if given.is_absolute() or str(model).startswith("~"):
+            model = given.expanduser().resolve().name
+    return {"model": model, "weights": src.weights}
 
 
 def versions() -> dict:
