@@ -368,7 +368,7 @@ CASES = [
          cfg(hidden_size=64)),
     Case("config-vocab-size-mismatch", E(), r"does not match the weights: embeddings.word_embeddings.weight is \[128, 32\] in the checkpoint but \[64, 32\]",
          cfg(vocab_size=64)),
-    Case("config-more-layers-than-weights", E(), r"'.*model' has no trained weights for 16 tensors of the feature-extraction model \(encoder.layer.2.*--allow-new-weights",
+    Case("config-more-layers-than-weights", E(), r"config.json in '.*model' does not match the weights: the config builds encoder.layer 0-2 \(3 layers\), the checkpoint has 0-1 \(2\): num_hidden_layers is 3 in config.json, the weights say 2; fix config.json \(--allow-new-weights",
          cfg(num_hidden_layers=3)),
     Case("config-heads-not-divisor", E(), r"transformers could not load '.*model' as feature-extraction: The hidden size \(32\) is not a multiple",
          cfg(num_attention_heads=5)),

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact
+from . import answers, artifact
 from ..runtime.artifact import MODEL_FILES
 from ..runtime import fusion
 from . import parity
@@ -128,6 +128,13 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         report.text = manifest["validation"]["text"] = text.to_json()
         if text.ran and not text.passed:
             raise ValidationError(text.error_message(f"the exported {strategy} artifact"), report)
+        # Reduced precision: the same answers as float32 on real sentences (answers.py), each figure with its bar.
+        if tolerance.mode == "cosine":
+            tell(progress, "answers", "real sentences: the answers users see vs float32")
+        ans = answers.check_answers(p, staging, tolerance) if report.ran else answers.not_run(str(report.note))
+        report.answers = manifest["validation"]["answers"] = ans.to_json()
+        if ans.ran and not ans.passed:
+            raise ValidationError(ans.error_message(f"the exported {strategy} artifact"), report)
         artifact.seal(staging, module, manifest)
         artifact.commit(staging, output_dir, force)
     except OSError as e:  # disk full, I/O error, permissions changed meanwhile: one line, earlier artifact kept

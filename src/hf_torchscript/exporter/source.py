@@ -428,11 +428,10 @@ def _mismatch_message(path: Path, mismatched, model=None, raw: dict | None = Non
     shapes = (f" is {pair[0]} in the checkpoint but {pair[1]} for this config" if pair
               else " has another shape in the checkpoint")
     field_hint = consistency.shape_field_hint(raw or {}, *pair) if pair else None
-    if field_hint:
-        shapes += f" ({field_hint})"
+    field_hint = f" ({field_hint})" if field_hint else ""
     return (
         f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
-        "differ); fix config.json (hidden_size, vocab_size, ...) or re-save the model with save_pretrained "
+        f"differ); fix config.json{field_hint or ' (hidden_size, vocab_size, ...)'} or re-save the model with save_pretrained "
         f"({option('allow_new_weights', True)} would initialise them at random instead)"
     )
 
