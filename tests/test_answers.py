@@ -98,6 +98,9 @@ def test_bf16_classifier_keeps_its_labels_on_real_text_and_info_shows_it(trained
     assert f"answers       passed: {answers.REAL_TEXTS} real sentences" in text
     assert "top-1 label" in text and "(needs >= 98%" in text
     assert "random token ids" in text  # the grid's cosine is labelled for what it is
+    # validate measures the answers again, against the same bars
+    report = hts.validate(out, trained_classifier)
+    assert report.answers["passed"] and report.answers["figures"][0]["agree"] == fig["agree"]
 
 
 def test_a_missed_answer_bar_fails_the_export_and_writes_nothing(trained_classifier, tmp_path, monkeypatch):

@@ -95,6 +95,13 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
     report.text = text.to_json()
     if text.ran and not text.passed:
         raise ValidationError(text.error_message(str(directory)), report)
+    # Reduced precision: the answers on real sentences, with the bars export applied (answers.py).
+    from .answers import check_answers
+
+    answers = check_answers(p, directory, tolerance)
+    report.answers = answers.to_json()
+    if answers.ran and not answers.passed:
+        raise ValidationError(answers.error_message(str(directory)), report)
     return report
 
 
