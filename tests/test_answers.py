@@ -68,6 +68,7 @@ def trained_classifier(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow  # trains the classifier (~80 s on 2 busy cores, shared with the next test), one bf16 export
 def test_bf16_classifier_keeps_its_labels_on_real_text_and_info_shows_it(trained_classifier, tmp_path, capsys):
     out = tmp_path / "bf16"
     result = hts.export(trained_classifier, out, dtype="bfloat16")
@@ -103,6 +104,7 @@ def test_bf16_classifier_keeps_its_labels_on_real_text_and_info_shows_it(trained
     assert report.answers["passed"] and report.answers["figures"][0]["agree"] == fig["agree"]
 
 
+@pytest.mark.slow  # the trained classifier (module fixture) and a bf16 export up to the answers step
 def test_a_missed_answer_bar_fails_the_export_and_writes_nothing(trained_classifier, tmp_path, monkeypatch):
     monkeypatch.setitem(answers.ANSWER_BARS, "top-1 label", 1.01)  # a bar no artifact meets: the wiring
     with pytest.raises(hts.ValidationError, match=r"at bfloat16 changes the answers on real text: top-1 label: "
