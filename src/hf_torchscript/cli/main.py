@@ -77,10 +77,14 @@ def cmd_export(a) -> int:
     from ..exporter.flow import export
     from ..progress import for_terminal
 
+    from ..runtime.cpu import CpuWarning
+
     before = _identity(a.output_dir)
     progress = for_terminal(a.quiet)
     try:
-        result = export(a.model, a.output_dir, force=a.force, progress=progress, **option_values(a, "export"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CpuWarning)
+            result = export(a.model, a.output_dir, force=a.force, progress=progress, **option_values(a, "export"))
     except KeyboardInterrupt as e:
         # The commit swaps directories, so OUTPUT_DIR is a different inode iff the new artifact landed.
         e.hts_written = _identity(a.output_dir) != before
@@ -88,6 +92,11 @@ def cmd_export(a) -> int:
     finally:
         if progress is not None:
             progress.close()
+        for w in caught if "caught" in locals() else ():
+            if issubclass(w.category, CpuWarning):  # one plain line, like the other CLI warnings
+                _err(f"warning: {w.message}")
+            else:  # everything else as Python would have shown it
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(result)
     return 0
 
@@ -253,7 +262,7 @@ def _write(text: str, path: str | None) -> None:
 
 def cmd_info(a) -> int:
     from ..runtime.artifact import model_file_name, read_manifest, verify
-    from .display import checks, validation_lines
+    from .display import checks, cpu_lines, validation_lines
 
     m = read_manifest(a.output_dir)  # schema-checked: every key used below as m[...] is there
     verify(a.output_dir, m)
@@ -288,6 +297,7 @@ def cmd_info(a) -> int:
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
         *validation_lines(m),
+        *cpu_lines(m),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
         "versions      " + ", ".join(f"{k} {x}" for k, x in (m.get("versions") or {}).items()),
     ]

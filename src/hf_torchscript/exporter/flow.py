@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import artifact
 from ..runtime.artifact import MODEL_FILES
-from ..runtime import fusion
+from ..runtime import cpu, fusion
 from . import parity
 from . import shapes
 from . import textcheck
@@ -69,6 +69,8 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     start = time.perf_counter()
     options = make_options(options, task=task, **option_fields)
     output_dir = Path(output_dir)
+    # A precision this CPU has no instructions for is slower than float32, not faster: say so before minutes of work.
+    cpu.warn_slow(cpu.slow_options(options.dtype, options.quantize, options.backend), progress)
     # Everything about the destination is checked before the model is loaded (minutes for big ones).
     model_dir = resolve_path(model) if isinstance(model, (str, os.PathLike)) else None
     artifact.check_writable(output_dir, force, model=model_dir)
