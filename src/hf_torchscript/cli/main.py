@@ -37,7 +37,9 @@ def add_option_flags(parser: argparse.ArgumentParser, command: str, *, defaults:
         if "choices" in meta:
             kw["choices"] = meta["choices"]
         kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
-        if kind is bool:
+        if meta.get("optional_value"):  # --optimize alone is True, --optimize auto / --optimize=no take a value
+            kw.update(nargs="?", const=True, type=_flag_type(meta["parse"]), default=f.default if defaults else None)
+        elif kind is bool:
             kw["action"] = "store_true"
             kw["default"] = f.default if defaults else None
         else:
@@ -76,7 +78,6 @@ def cmd_export(a) -> int:
     require_extra("export", "export", "transformers", "safetensors")  # now, not after loading half the stack
     from ..exporter.flow import export
     from ..progress import for_terminal
-
     from ..runtime.cpu import CpuWarning
 
     before = _identity(a.output_dir)
@@ -535,7 +536,29 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def optional_values(argv: list[str]) -> list[str]:
+    """``--optimize`` followed by anything but a value it takes becomes ``--optimize=yes``, so that
+    ``export --optimize MODEL OUT`` keeps MODEL a positional (argparse's nargs="?" would swallow it)."""
+    from ..options import optimize_value
+
+    takes = {flag(f.name) for f in ExportOptions.fields() if f.metadata.get("optional_value")}
+    out = list(argv)
+    for i, word in enumerate(out):
+        if word == "--":
+            break
+        if word in takes:
+            nxt = out[i + 1] if i + 1 < len(out) else None
+            try:
+                nxt is not None and optimize_value(nxt)
+            except ValueError:
+                nxt = None
+            if nxt is None:
+                out[i] = f"{word}=yes"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = optional_values(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     debug = bool(os.environ.get("HF_TORCHSCRIPT_DEBUG"))
     try:
