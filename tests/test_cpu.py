@@ -140,3 +140,22 @@ def test_float32_export_does_not_warn(fake_cpu, tiny_model_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", cpu.CpuWarning)
         hts.export(tiny_model_dir("bert", "feature-extraction"), tmp_path / "o", shapes="dynamic")
+
+
+def test_info_cpu_lines_for_old_manifests_and_tuning_tables():
+    from hf_torchscript.cli.display import cpu_lines
+
+    assert cpu_lines({}) == ["cpu           - (exported before the manifest recorded the CPU)"]
+    m = {"cpu": {"model": "AMD EPYC 7B13", "machine": "x86_64", "capability": "avx2", "flags": ["avx2", "fma"],
+                 "requires": ["avx512f"], "notes": ["slow here"]},
+         "tuning": {"winner": "b", "why": "lowest", "quiet": False, "baseline": "a",
+                    "load_average": {"start": [3.5, 2.0, 1.0], "end": [4.0, 2.5, 1.2]},
+                    "workload": {"description": "2 texts"},
+                    "candidates": [{"name": "a", "median_ms": 10.0, "ratio": 1.0},
+                                   {"name": "b", "median_ms": 5.0, "ratio": 0.5},
+                                   {"name": "c", "status": "skipped", "reason": "no avx512_bf16"}]}}
+    text = "\n".join(cpu_lines(m))
+    assert "exported on AMD EPYC 7B13 (x86_64; torch kernels avx2; flags avx2 fma)" in text
+    assert "requires    avx512f" in text and "warning     slow here" in text
+    assert "3.50/2.00/1.00 at start" in text and "NOT quiet: timings are not evidence" in text
+    assert "  * b " in text and "5.00 ms median (0.50x of a)" in text and "skipped: no avx512_bf16" in text
