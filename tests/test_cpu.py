@@ -122,6 +122,7 @@ def test_bf16_export_on_a_cpu_without_bf16_warns_once_through_warnings_progress_
     with pytest.warns(cpu.CpuWarning, match="avx512_bf16") as caught:
         hts.export(src, tmp_path / "api", dtype="bfloat16", shapes="dynamic", progress=steps.append)
     assert sum(issubclass(w.category, cpu.CpuWarning) for w in caught) == 1
+    assert next(w for w in caught if issubclass(w.category, cpu.CpuWarning)).filename == __file__  # the user's line
     assert [s for s in steps if s.stage == "warning" and "2.2-7.2x" in s.detail]
     m = json.loads((tmp_path / "api" / "manifest.json").read_text())
     assert m["cpu"]["relevant"] == {"avx512_bf16": False, "amx_bf16": False}

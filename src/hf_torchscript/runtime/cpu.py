@@ -162,7 +162,19 @@ def warn_slow(notes, progress=None) -> None:
 
     for note in notes:
         report(progress, "warning", note)
-        warnings.warn(note, CpuWarning, stacklevel=3)
+        warnings.warn(note, CpuWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside this package (and the decorators' contextlib): the user's call."""
+    import contextlib
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1  # warn_slow's frame is level 1
+    while frame is not None and (frame.f_code.co_filename.startswith(package)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_runs_here(manifest: dict, path) -> None:
