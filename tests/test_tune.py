@@ -136,3 +136,28 @@ def test_cli_optimize_auto_end_to_end_with_the_real_timer(tiny_model_dir, tmp_pa
     assert all(len(r["rounds_ms"]) == t["workload"]["rounds"] for r in t["candidates"] if r["status"] == "timed")
     assert t["workload"]["source"] == "bundled" and t["workload"]["texts"] == tune.WORKLOAD_TEXTS
     hts.load(tmp_path / "o")(["In the beginning God created the heaven and the earth."])
+
+
+def test_runner_without_a_tokenizer_feeds_padded_random_ids_inside_the_vocabulary():
+    calls = []
+
+    class Fake:
+        tokenizer = None
+        max_length = 6
+        input_names = ["input_ids", "attention_mask"]
+        manifest = {"pad_token_id": 0, "inputs": [{"name": "input_ids", "range": [0, 50]},
+                                                  {"name": "attention_mask", "range": [0, 2]}]}
+
+        def run(self, **tensors):
+            calls.append(tensors)
+
+    run = tune.runner(Fake(), ["one two", "one two three four five six seven eight", "x"], batch_size=2)
+    run()
+    assert len(calls) == 2 and set(calls[0]) == {"input_ids", "attention_mask"}
+    first = calls[0]
+    assert first["input_ids"].shape == (2, 6)  # 2+2 tokens and 8+2 capped at the max length 6
+    assert first["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
+    ids = first["input_ids"]
+    assert ((ids[first["attention_mask"].bool()] > 0) & (ids[first["attention_mask"].bool()] < 50)).all()
+    assert (ids[~first["attention_mask"].bool()] == 0).all()
+    assert calls[1]["input_ids"].shape == (1, 3)

@@ -117,14 +117,24 @@ def runner(model, texts: list[str], batch_size: int = BATCH_SIZE) -> Callable[[]
             for b in batches:
                 model(b)
         return run
-    # Tensors only (no tokenizer shipped): random ids at the texts' word counts, capped at the max length.
-    from ..bench.workload import synthetic_batch
+    # Tensors only (no tokenizer shipped): random ids at the texts' word counts, capped at the max length,
+    # right-padded per batch (speed does not depend on the ids' values).
+    import torch
 
     m = model.manifest
     vocab = next((s["range"][1] for s in m["inputs"] if s["name"] == "input_ids" and s.get("range")), 100)
+    pad = int(m["pad_token_id"])
     lengths = [max(1, min(len(t.split()) + 2, model.max_length)) for t in texts]
-    batches = [synthetic_batch(model.input_names, lengths[i:i + batch_size], max(lengths[i:i + batch_size]), vocab,
-                               int(m["pad_token_id"]), seed=i) for i in range(0, len(lengths), batch_size)]
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for i in range(0, len(lengths), batch_size):
+        rows = lengths[i:i + batch_size]
+        mask = (torch.arange(max(rows))[None, :] < torch.tensor(rows)[:, None]).long()
+        ids = torch.randint(min(5, vocab - 1), vocab, mask.shape, generator=g)
+        ids = torch.where(ids == pad, torch.full_like(ids, (pad + 1) % vocab), ids)
+        full = {"input_ids": torch.where(mask.bool(), ids, torch.full_like(ids, pad)), "attention_mask": mask,
+                "token_type_ids": torch.zeros_like(ids)}
+        batches.append({n: full[n] for n in model.input_names if n in full})
 
     def run_tensors() -> None:
         for b in batches:
