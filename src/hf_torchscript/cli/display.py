@@ -313,7 +313,8 @@ def cpu_lines(manifest: dict) -> list[str]:
         return ["cpu           - (exported before the manifest recorded the CPU)"]
     flags = " ".join(c.get("flags") or []) or "unknown"
     cap = f"; torch kernels {c['capability']}" if c.get("capability") else ""
-    made = f"cpu           exported on {c.get('model') or 'an unknown CPU'} ({c.get('machine', '?')}{cap}; flags {flags})"
+    where = f"{c.get('model') or 'an unknown CPU'} ({c.get('machine', '?')}{cap}; flags {flags})"
+    made = f"cpu           exported on {where}"
     lines = [made,
              "  requires    " + (", ".join(c["requires"]) if c.get("requires") else
                                  "nothing beyond what torch runs on (TorchScript picks kernels when it runs)")]

@@ -85,7 +85,8 @@ def read_texts(path) -> list[str]:
         raise OptionError(f"cannot read {option('tune_texts', str(path))}: {e.strerror or e}; pass a text file, one "
                           "text per line") from None
     except UnicodeDecodeError as e:
-        raise OptionError(f"{option('tune_texts', str(path))} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise OptionError(f"{option('tune_texts', str(path))} is not UTF-8 text ({e.reason} at byte "
+                          f"{e.start})") from None
     texts = [line for line in text.splitlines() if line.strip()]
     if not texts:
         raise OptionError(f"{option('tune_texts', str(path))} has no texts; give one text per line")
@@ -142,7 +143,8 @@ def runner(model, texts: list[str], batch_size: int = BATCH_SIZE) -> Callable[[]
     return run_tensors
 
 
-def measure(runs: dict[str, Callable[[], None]], *, rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, list[float]]:
+def measure(runs: dict[str, Callable[[], None]], *, rounds: int = ROUNDS,
+            warmup: int = WARMUP) -> dict[str, list[float]]:
     """Seconds per workload pass, per candidate, in interleaved rounds (the order rotates by one each round)."""
     names = list(runs)
     for _ in range(warmup):
@@ -191,7 +193,7 @@ def export_auto(model, output_dir, *, options, tokenizer=None, force: bool = Fal
     try:
         cands = candidates(options, cpu_flags)
         built = [c for c in cands if c.skip is None]
-        for i, c in enumerate(cands):
+        for c in cands:
             row = {"name": c.name, "what": c.what, "options": c.overrides}
             table.append(row)
             if c.skip is not None:
