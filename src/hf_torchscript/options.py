@@ -133,7 +133,7 @@ class ExportOptions:
                                 "candidates this CPU supports (float32 frozen, oneDNN-fused, bfloat16 only with bf16 "
                                 "instructions, int8 only if it passes validation on real text), time them here on "
                                 "--tune-texts or the bundled real sentences, keep the fastest (docs/performance.md)",
-                                parse=optimize_value, metavar="[auto]", optional_value=True)
+                                parse=optimize_value, metavar="auto", optional_value=True)
     tune_texts: str | None = _opt(None, "with --optimize auto: a UTF-8 text file, one text per line, to time the "
                                   "candidates on (default: real sentences bundled with the package)", metavar="FILE")
     onednn_fusion: bool = _opt(False, "freeze, then validate and run with oneDNN graph fusion, switched on only "
