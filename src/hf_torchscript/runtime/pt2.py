@@ -123,6 +123,9 @@ class Pt2Module:
         self.lengths = list(shapes.get("buckets") or [shapes["max_length"]])
         self.pad = shapes["strategy"] != "dynamic"
         models = manifest["aoti"]["models"]
+        from .cpu import check_runs_here
+
+        check_runs_here(manifest, self.path)  # before torch maps its kernels: a missing ISA is SIGILL, not an error
         try:
             self.runners = [load_package(str(self.path), model_name=n) for n in models]
         except Exception as e:

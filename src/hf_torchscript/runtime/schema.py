@@ -62,6 +62,9 @@ MANIFEST = {
     "generation": (False, {"decoder_start_token_id": (False, _INT), "eos_token_id": (False, (None, _INT))}),
     "sentence_embedding": (False, ("map", _ANY)),
     "newly_initialized_weights": (False, ("list", str)),
+    "cpu": (False, {"model": (False, (None, str)), "flags": (False, ("list", str)),
+                    "requires": (False, ("list", str)), "capability": (False, (None, str))}),
+    "tuning": (False, ("map", _ANY)),
 }
 
 
