@@ -310,3 +310,39 @@ def _per_output(values: dict, fmt: str) -> str:
     if not values:
         return "-"
     return ", ".join(f"{k} {'nan' if v is None else format(v, fmt)}" for k, v in values.items())
+
+
+def cpu_lines(manifest: dict) -> list[str]:
+    """``info``'s CPU block: where the artifact was made, what it needs, and (--optimize auto) what was measured."""
+    c = manifest.get("cpu")
+    if not c:
+        return ["cpu           - (exported before the manifest recorded the CPU)"]
+    flags = " ".join(c.get("flags") or []) or "unknown"
+    cap = f"; torch kernels {c['capability']}" if c.get("capability") else ""
+    where = f"{c.get('model') or 'an unknown CPU'} ({c.get('machine', '?')}{cap}; flags {flags})"
+    made = f"cpu           exported on {where}"
+    lines = [made,
+             "  requires    " + (", ".join(c["requires"]) if c.get("requires") else
+                                 "nothing beyond what torch runs on (TorchScript picks kernels when it runs)")]
+    lines += [f"  warning     {note}" for note in c.get("notes") or []]
+    t = manifest.get("tuning")
+    if t:
+        la = t.get("load_average") or {}
+        quiet = "quiet" if t.get("quiet") else "NOT quiet: timings are not evidence"
+        lines.append(f"optimize      auto: {t.get('winner')} won; {t.get('why', '')}")
+        lines.append(f"  workload    {t.get('workload', {}).get('description', '?')}; load average "
+                     f"{_load(la.get('start'))} at start, {_load(la.get('end'))} at end ({quiet})")
+        for cand in t.get("candidates", []):
+            if cand.get("median_ms") is not None:
+                what = f"{cand['median_ms']:.2f} ms median" + (f" ({cand['ratio']:.2f}x of {t.get('baseline')})"
+                                                               if cand.get("ratio") is not None else "")
+            else:
+                what = cand.get("status", "?")
+            mark = "*" if cand.get("name") == t.get("winner") else " "
+            lines.append(f"  {mark} {cand.get('name', '?'):<22} {what}" + (f": {cand['reason']}" if cand.get("reason")
+                                                                          else ""))
+    return lines
+
+
+def _load(values) -> str:
+    return "/".join(f"{x:.2f}" for x in values) if values else "?"

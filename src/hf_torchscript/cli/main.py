@@ -37,7 +37,9 @@ def add_option_flags(parser: argparse.ArgumentParser, command: str, *, defaults:
         if "choices" in meta:
             kw["choices"] = meta["choices"]
         kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
-        if kind is bool:
+        if meta.get("optional_value"):  # --optimize alone is True, --optimize auto / --optimize=no take a value
+            kw.update(nargs="?", const=True, type=_flag_type(meta["parse"]), default=f.default if defaults else None)
+        elif kind is bool:
             kw["action"] = "store_true"
             kw["default"] = f.default if defaults else None
         else:
@@ -76,11 +78,14 @@ def cmd_export(a) -> int:
     require_extra("export", "export", "transformers", "safetensors")  # now, not after loading half the stack
     from ..exporter.flow import export
     from ..progress import for_terminal
+    from ..runtime.cpu import CpuWarning
 
     before = _identity(a.output_dir)
     progress = for_terminal(a.quiet)
     try:
-        result = export(a.model, a.output_dir, force=a.force, progress=progress, **option_values(a, "export"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CpuWarning)
+            result = export(a.model, a.output_dir, force=a.force, progress=progress, **option_values(a, "export"))
     except KeyboardInterrupt as e:
         # The commit swaps directories, so OUTPUT_DIR is a different inode iff the new artifact landed.
         e.hts_written = _identity(a.output_dir) != before
@@ -88,6 +93,11 @@ def cmd_export(a) -> int:
     finally:
         if progress is not None:
             progress.close()
+        for w in caught if "caught" in locals() else ():
+            if issubclass(w.category, CpuWarning):  # one plain line, like the other CLI warnings
+                _err(f"warning: {w.message}")
+            else:  # everything else as Python would have shown it
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(result)
     return 0
 
@@ -271,7 +281,7 @@ def _write(text: str, path: str | None) -> None:
 
 def cmd_info(a) -> int:
     from ..runtime.artifact import model_file_name, read_manifest, verify
-    from .display import checks, validation_lines
+    from .display import checks, cpu_lines, validation_lines
 
     m = read_manifest(a.output_dir)  # schema-checked: every key used below as m[...] is there
     verify(a.output_dir, m)
@@ -306,6 +316,7 @@ def cmd_info(a) -> int:
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
         f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
         *validation_lines(m),
+        *cpu_lines(m),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",
         "versions      " + ", ".join(f"{k} {x}" for k, x in (m.get("versions") or {}).items()),
     ]
@@ -521,7 +532,7 @@ def version_text() -> str:
     """``hf-torchscript X (torch Y, transformers Z)``: read from package metadata, so nothing heavy is imported."""
     from importlib import metadata
 
-    from .. import __version__
+    from ..version import __version__
 
     def installed(name: str) -> str:
         try:
@@ -543,7 +554,29 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def optional_values(argv: list[str]) -> list[str]:
+    """``--optimize`` followed by anything but a value it takes becomes ``--optimize=yes``, so that
+    ``export --optimize MODEL OUT`` keeps MODEL a positional (argparse's nargs="?" would swallow it)."""
+    from ..options import optimize_value
+
+    takes = {flag(f.name) for f in ExportOptions.fields() if f.metadata.get("optional_value")}
+    out = list(argv)
+    for i, word in enumerate(out):
+        if word == "--":
+            break
+        if word in takes:
+            nxt = out[i + 1] if i + 1 < len(out) else None
+            try:
+                nxt is not None and optimize_value(nxt)
+            except ValueError:
+                nxt = None
+            if nxt is None:
+                out[i] = f"{word}=yes"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = optional_values(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     debug = bool(os.environ.get("HF_TORCHSCRIPT_DEBUG"))
     try:

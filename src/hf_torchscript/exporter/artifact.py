@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, atomic
+from .. import atomic
+from ..version import __version__
 from ..deprecation import jit_api
 from ..errors import ArtifactError, SourceError, option
 from ..runtime.artifact import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, embeddable, sha256_file, strict_json
@@ -179,6 +180,8 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
         "validation": report.to_json(),
         "tracer_warnings": tracer_warnings,
         "versions": versions(),
+        # Where it was made and what that CPU could do: speed (and a model.pt2's kernels) depend on it.
+        "cpu": cpu_block(opts),
     }
     if backend.describe is not None:
         m["neuron"] = backend.describe(opts)
@@ -207,6 +210,23 @@ def consistency_record(src) -> dict:
         "unused_weights": list(src.unused_weights),  # non-empty only with allow_unused_weights
         "tokenizer_mismatches": list(src.tokenizer_mismatches),  # non-empty only with allow_tokenizer_mismatch
     }
+
+
+def cpu_block(opts) -> dict:
+    """The manifest's ``cpu``: the exporting CPU (model, ISA flags, torch's capability), the flags that decide
+    this artifact's speed, and what the artifact requires (a model.pt2 adds its compiled ISA in backends/aoti)."""
+    from ..runtime import cpu
+
+    block = cpu.describe()
+    relevant = []
+    if opts.dtype == "bfloat16":
+        relevant += [f for f in cpu.BF16_FLAGS if f != "bf16" or block["machine"] != "x86_64"]
+    if opts.quantize:
+        relevant += list(cpu.INT8_DOT_FLAGS)
+    block["relevant"] = {f: f in block["flags"] for f in relevant} if block["flags"] else {}
+    block["requires"] = []  # TorchScript picks its kernels when it runs: any CPU torch runs on
+    block["notes"] = cpu.slow_options(opts.dtype, opts.quantize, opts.backend)
+    return block
 
 
 def _source(src) -> dict:

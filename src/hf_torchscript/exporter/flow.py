@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import answers, artifact
 from ..runtime.artifact import MODEL_FILES
-from ..runtime import fusion
+from ..runtime import cpu, fusion
 from . import parity
 from . import shapes
 from . import textcheck
@@ -47,6 +47,7 @@ class ExportResult:
     strategy: str
     seconds: float = 0.0
     attempts: list[str] = field(default_factory=list)
+    tuning: dict | None = None  # --optimize auto: the manifest's tuning block (the measured table)
 
     def __str__(self) -> str:
         s = self.manifest["shapes"]
@@ -54,6 +55,10 @@ class ExportResult:
             f"exported {self.manifest['model_type']} ({self.manifest['task']}) to {self.output_dir} "
             f"[shapes: {self.strategy}, lengths 1..{s['max_length']}] in {self.seconds:.1f}s; {self.validation.summary()}"
         )
+        if self.tuning:
+            t = self.tuning
+            quiet = "" if t.get("quiet") else ", load average above 1: not evidence"
+            text += f"; --optimize auto chose {t['winner']} ({t['why']}{quiet})"
         if self.manifest.get("format", "torchscript") == "torchscript":
             text += f"; {TORCHSCRIPT_NOTICE}"  # said once per export; each torch.jit call is quiet (deprecation.py)
         return text
@@ -68,7 +73,13 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     """
     start = time.perf_counter()
     options = make_options(options, task=task, **option_fields)
+    if options.optimize == "auto":  # build, validate and time the candidates; the fastest is written (tune.py)
+        from .tune import export_auto
+
+        return export_auto(model, output_dir, options=options, tokenizer=tokenizer, force=force, progress=progress)
     output_dir = Path(output_dir)
+    # A precision this CPU has no instructions for is slower than float32, not faster: say so before minutes of work.
+    cpu.warn_slow(cpu.slow_options(options.dtype, options.quantize, options.backend), progress)
     # Everything about the destination is checked before the model is loaded (minutes for big ones).
     model_dir = resolve_path(model) if isinstance(model, (str, os.PathLike)) else None
     artifact.check_writable(output_dir, force, model=model_dir)

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ArtifactError, InputError
-from ..exporter.inputs import range_text
+from .schema import range_text
 
 FORMAT = "aoti-pt2"
 PT2_FILE = "model.pt2"
@@ -123,6 +123,9 @@ class Pt2Module:
         self.lengths = list(shapes.get("buckets") or [shapes["max_length"]])
         self.pad = shapes["strategy"] != "dynamic"
         models = manifest["aoti"]["models"]
+        from .cpu import check_runs_here
+
+        check_runs_here(manifest, self.path)  # before torch maps its kernels: a missing ISA is SIGILL, not an error
         try:
             self.runners = [load_package(str(self.path), model_name=n) for n in models]
         except Exception as e:

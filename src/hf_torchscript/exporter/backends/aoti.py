@@ -261,6 +261,10 @@ class Pt2Build:
             # like the rest of the grid (guard_cases).
             "guards": self.guards,
         }
+        from ...runtime.cpu import isa_flags
+
+        # Its kernels were compiled for this ISA: loading checks the CPU has it (an illegal instruction is SIGILL).
+        manifest.setdefault("cpu", {})["requires"] = isa_flags(manifest["aoti"]["cpu_isa"])
         return PT2_FILE
 
 
