@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..architectures import check_task, get_architecture
 from ..compat import from_pretrained_kwargs
-from . import consistency
 from ..errors import ConsistencyError, SourceError, UnsupportedModelError, option
 from ..tasks import get_task, infer_task
+from . import consistency
 
 # Hub ids of models that an installed package ships (module name, attribute holding the folder): the
 # offline demo and test model, used only when the user's Hugging Face cache does not hold the id.
@@ -431,7 +431,8 @@ def _mismatch_message(path: Path, mismatched, model=None, raw: dict | None = Non
     field_hint = f" ({field_hint})" if field_hint else ""
     return (
         f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
-        f"differ); fix config.json{field_hint or ' (hidden_size, vocab_size, ...)'} or re-save the model with save_pretrained "
+        f"differ); fix config.json{field_hint or ' (hidden_size, vocab_size, ...)'} or re-save the model with "
+        "save_pretrained "
         f"({option('allow_new_weights', True)} would initialise them at random instead)"
     )
 
