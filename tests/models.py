@@ -75,7 +75,7 @@ def build_tokenizer(pad_id: int):
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=512,
+        mask_token="[MASK]", model_max_length=_L,
     )
 
 

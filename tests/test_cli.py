@@ -152,21 +152,23 @@ def test_validate_without_model_uses_the_recorded_one(tiny_model_dir, tmp_path, 
     monkeypatch.chdir(work)
     assert main(["export", "models/tiny", "out"]) == 0  # a relative MODEL path
     manifest = json.loads((work / "out" / "manifest.json").read_text())
-    assert manifest["source"]["model"] == "models/tiny"
-    assert manifest["source"]["path"] == str((work / "models" / "tiny").resolve())
-    monkeypatch.chdir(tmp_path)  # elsewhere: "models/tiny" no longer resolves, the recorded path does
+    assert manifest["source"] == {"model": "models/tiny", "weights": "safetensors"}  # no absolute path (issue 24)
     capsys.readouterr()
-    assert main(["validate", str(work / "out")]) == 0
+    assert main(["validate", "out"]) == 0  # found again where it was exported
     assert capsys.readouterr().out.startswith("validation passed:")
 
+    monkeypatch.chdir(tmp_path)  # elsewhere: "models/tiny" no longer resolves
     shutil.move(work / "models" / "tiny", tmp_path / "moved")
     assert main(["validate", str(work / "out")]) == 1
     err = capsys.readouterr().err
-    assert (f"the model {work / 'out'} was exported from, 'models/tiny' (at {manifest['source']['path']}), cannot be "
+    assert (f"the model {work / 'out'} was exported from, 'models/tiny', cannot be "
             "found offline") in err and "pass --model MODEL, the model it was exported from" in err
     with pytest.raises(hts.SourceError, match="pass model=MODEL, the model it was exported from"):
         hts.validate(work / "out")
     assert main(["validate", str(work / "out"), "--model", str(tmp_path / "moved")]) == 0  # --model overrides
+    # An absolute MODEL path is recorded by its folder name only: the build machine's layout stays home.
+    assert main(["export", str(tmp_path / "moved"), str(tmp_path / "out2")]) == 0
+    assert json.loads((tmp_path / "out2" / "manifest.json").read_text())["source"]["model"] == "moved"
 
 
 def test_validate_an_in_memory_export_needs_model(tmp_path):

@@ -368,7 +368,7 @@ CASES = [
          cfg(hidden_size=64)),
     Case("config-vocab-size-mismatch", E(), r"does not match the weights: embeddings.word_embeddings.weight is \[128, 32\] in the checkpoint but \[64, 32\]",
          cfg(vocab_size=64)),
-    Case("config-more-layers-than-weights", E(), r"'.*model' has no trained weights for 16 tensors of the feature-extraction model \(encoder.layer.2.*--allow-new-weights",
+    Case("config-more-layers-than-weights", E(), r"config.json in '.*model' does not match the weights: the config builds encoder.layer 0-2 \(3 layers\), the checkpoint has 0-1 \(2\): num_hidden_layers is 3 in config.json, the weights say 2; fix config.json \(--allow-new-weights",
          cfg(num_hidden_layers=3)),
     Case("config-heads-not-divisor", E(), r"transformers could not load '.*model' as feature-extraction: The hidden size \(32\) is not a multiple",
          cfg(num_attention_heads=5)),
@@ -885,14 +885,15 @@ def test_run_prints_strict_json_with_nan_as_null(base, capsys, monkeypatch):
 
     monkeypatch.setattr(postprocess, "run_task", nan_rows)
     code, err, out = run_cli(["run", base["old"], "a", "--json"], capsys)
-    assert code == 0 and err == ["warning: 2 NaN/infinite values were written as null"]
+    # Never a quiet nan (issue 24): written as null, said on stderr, counted in the JSON, exit status 3.
+    assert code == 3 and err == ["warning: 2 NaN/infinite values were written as null"]
 
     def no_constants(name):
         raise AssertionError(f"{name} in output")
 
     data = json.loads(out, parse_constant=no_constants)
     assert data["results"][0]["output"]["outputs"]["last_hidden_state"]["data"] == [[None, None, 1.0]]
-    assert data["warnings"] == ["2 NaN/infinite values were written as null"]
+    assert data["warnings"] == ["2 NaN/infinite values were written as null"] and data["nonfinite_outputs"] == 2
 
 
 def test_api_top_k_and_manifest_errors_are_typed(base, tmp_path):

@@ -262,7 +262,8 @@ def test_cli_run_json_has_one_schema_for_every_task(exported, capsys, model_type
     _, out, _, _ = exported(model_type, task)
     assert main(["run", str(out), *texts, *args, "--json"]) == 0
     doc = _strict_json(capsys.readouterr().out)
-    assert set(doc) == {"schema", "artifact", "task", "model_type", "results", "similarity", "warnings"}
+    assert set(doc) == {"schema", "artifact", "task", "model_type", "results", "similarity", "warnings",
+                        "nonfinite_outputs"} and doc["nonfinite_outputs"] == 0
     assert (doc["schema"], doc["task"], doc["model_type"], doc["similarity"]) == (
         "hf-torchscript/run/1", task, model_type, None)
     assert [r["input"]["text"] for r in doc["results"]] == texts

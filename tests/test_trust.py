@@ -39,7 +39,14 @@ def test_missing_encoder_layers_are_refused(tmp_path):
     dropped = sorted(k for k in weights if ".layer.1." in k)
     assert len(dropped) >= 10
     save_file({k: v for k, v in weights.items() if k not in dropped}, src / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(hts.SourceError, match=rf"no trained weights for {len(dropped)} tensors of the feature-extraction"):
+    # The top layer missing is a config that builds more layers than were trained (issue 24 names the field).
+    with pytest.raises(hts.ConsistencyError, match=r"the config builds encoder.layer 0-1 \(2 layers\), the checkpoint "
+                       r"has 0 \(1\): num_hidden_layers is 2 in config.json, the weights say 1"):
+        hts.export(src, tmp_path / "o")
+    # A middle layer missing is no layer count: the tensors are named as missing, as before.
+    save_file({k: v for k, v in weights.items() if ".layer.0." not in k}, src / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(hts.SourceError, match=r"no trained weights for \d+ tensors of the feature-extraction"):
         hts.export(src, tmp_path / "o")
 
 
@@ -59,6 +66,24 @@ def test_allowed_new_weights_are_recorded_and_shown(tiny_model_dir, tmp_path, ca
 
 
 def test_nan_weights_are_a_broken_model_not_a_pass(tiny_model_dir, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_model_dir("bert"), src)
+    weights = load_file(src / "model.safetensors")
+    key = next(k for k in weights if k.endswith("layer.0.output.dense.weight"))
+    weights[key] = torch.full_like(weights[key], float("nan"))
+    save_file(weights, src / "model.safetensors", metadata={"format": "pt"})
+    # Refused when loaded (issue 24: the whole state dict is scanned), before the grid would find NaN outputs.
+    with pytest.raises(hts.ConsistencyError, match=rf"non-finite weights: {key} has {weights[key].numel()} NaN of "
+                       rf"{weights[key].numel()} values \(the first at \[0, 0\]\)"):
+        hts.export(src, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_nan_reference_outputs_fail_the_grid_too(tiny_model_dir, tmp_path, monkeypatch):
+    # The grid's own stage, with the load-time scan switched off: NaN from the eager model is never a pass.
+    from hf_torchscript.exporter import consistency
+
+    monkeypatch.setattr(consistency, "check_finite", lambda model, where: None)
     src = tmp_path / "src"
     shutil.copytree(tiny_model_dir("bert"), src)
     weights = load_file(src / "model.safetensors")

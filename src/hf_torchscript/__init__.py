@@ -17,6 +17,7 @@ from .version import __version__
 from .errors import (
     ArtifactError,
     BackendUnavailableError,
+    ConsistencyError,
     HFTorchScriptError,
     InputError,
     OptionError,
@@ -41,6 +42,7 @@ __all__ = [
     "HFTorchScriptError",
     "ArtifactError",
     "BackendUnavailableError",
+    "ConsistencyError",
     "InputError",
     "OptionError",
     "ShapeError",

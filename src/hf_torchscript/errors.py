@@ -91,6 +91,10 @@ class SourceError(HFTorchScriptError):
     """The model could not be found or loaded (path, config, weights, remote code)."""
 
 
+class ConsistencyError(SourceError):
+    """The source folder disagrees with itself: config vs checkpoint, non-finite weights, tokenizer vs model."""
+
+
 class UnsupportedModelError(HFTorchScriptError):
     """The architecture or the task is not supported."""
 

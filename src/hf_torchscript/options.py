@@ -153,6 +153,12 @@ class ExportOptions:
                                         "compiled shape", metavar="DIR")
     allow_new_weights: bool = _opt(False, "export even if the checkpoint lacks weights of the model for this task "
                                    "(they would be random: a new head); the manifest, info and run say so")
+    allow_unused_weights: bool = _opt(False, "export even if the checkpoint holds tensors of the base model that "
+                                      "config.json does not build (e.g. layers past num_hidden_layers): they are "
+                                      "dropped; the manifest and info say so")
+    allow_tokenizer_mismatch: bool = _opt(False, "export even if the tokenizer does not fit the model (casing vs the "
+                                          "vocabulary, special-token ids vs config.json, ids past the embedding "
+                                          "table, max length past the positions); the manifest and info say so")
     allow_pickle: bool = _opt(False, "accept pytorch_model.bin (pickle) weights, which can run code when loaded",
                               commands=("export", "validate"))
     trust_remote_code: bool = _opt(False, "run the model repository's own code (auto_map in config.json)",

@@ -254,6 +254,8 @@ def checks(manifest: dict) -> dict:
     text = v.get("text")
     if text:
         out["checks"].append({"check": "text", **text})
+    if isinstance(v.get("answers"), dict):  # issue 24: answers on real text at reduced precision
+        out["checks"].append({"check": "answers", **v["answers"]})
     if manifest.get("newly_initialized_weights"):
         out["untrained_weights"] = list(manifest["newly_initialized_weights"])
     out["passed"] = all(c.get("passed") for c in out["checks"] if c.get("ran", True)) and grid["ran"]
@@ -271,7 +273,8 @@ def validation_lines(manifest: dict) -> list[str]:
         t, m = grid["thresholds"], grid["measured"]
         lines = [
             f"{label}{'passed' if grid['passed'] else 'FAILED'}: {grid['cases']} cases, {grid['precision']} "
-            "vs float32 eager by cosine (shapes x paddings, each padded row vs itself unpadded)",
+            "vs float32 eager by cosine on random token ids (shapes x paddings, each padded row vs itself "
+            "unpadded; real text: the text check and answers lines)",
             f"  cosine      min per row {_per_output(m['min_cosine'], '.5f')} (needs >= {t.get('min_cosine')})",
             f"  norm        max relative error {_per_output(m['max_norm_error'], '.2e')} "
             f"(needs <= {t.get('max_norm_error')})",
@@ -292,6 +295,9 @@ def validation_lines(manifest: dict) -> list[str]:
     text = next((c for c in summary["checks"] if c["check"] == "text"), None)
     lines.append("text check    " + (str(text.get("summary", "")).removeprefix("text check ") if text is not None
                                      else "- (exported before text checks existed)"))
+    from .proof import answer_lines, source_lines  # issue 24: the source folder's checks, answers on real text
+
+    lines.extend(answer_lines(manifest) + source_lines(manifest))
     if summary.get("untrained_weights"):
         new = summary["untrained_weights"]
         lines.append(f"weights       UNTRAINED: {len(new)} tensors were not in the checkpoint and are random "

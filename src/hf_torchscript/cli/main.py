@@ -145,7 +145,7 @@ def cmd_run(a) -> int:
     import torch
 
     from . import display
-    from ..runtime.model import TruncationWarning, load
+    from ..runtime.model import NonFiniteOutputWarning, TruncationWarning, load
 
     inputs = _run_inputs(a)
     with warnings.catch_warnings(record=True) as caught:
@@ -157,30 +157,48 @@ def cmd_run(a) -> int:
                           "(export with --task sentence-embedding)")
     if a.choice and model.task != "multiple-choice":
         raise OptionError(f"--choice is for multiple-choice artifacts; {a.output_dir} is a {model.task} artifact")
-    outputs, embeddings = [], []
+    outputs, embeddings, nonfinite = [], [], 0
     # Batches of --batch-size texts: many texts (--input) never become one giant padded batch.
     for start in range(0, len(inputs), a.batch_size):
         chunk = inputs[start : start + a.batch_size]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
+            warnings.simplefilter("always", NonFiniteOutputWarning)
             result = model(chunk, top_k=a.top_k)
         notes += [str(w.message) for w in caught]
+        nonfinite += sum(w.message.count for w in caught if isinstance(w.message, NonFiniteOutputWarning))
         if model.task == "sentence-embedding":
             embeddings.append(result)
         outputs += display.run_output(model.task, result)
     similarity = display.cosine_matrix(torch.cat(embeddings)) if a.similarity else None
     doc = display.run_document(a.output_dir, model.manifest, inputs, outputs, similarity=similarity, warnings=notes)
     if a.json:
+        doc["nonfinite_outputs"] = nonfinite  # issue 24: the model's NaN/inf values, for scripts to check
         text, nulls = display.dumps(doc)
         if nulls:
             doc["warnings"].append(f"{nulls} NaN/infinite values were written as null")
+            doc["nonfinite_outputs"] = max(nonfinite, nulls)
             text, _ = display.dumps(doc)
     else:
         text = display.run_text(doc, top_k=a.top_k)
     for note in doc["warnings"]:
         _err(f"warning: {note}")
     _write(text + "\n", a.output)
-    return 0
+    return nonfinite_exit(doc, nonfinite, a.json)
+
+
+# `run` exits with this status when the artifact returned NaN/inf values (the output is still written).
+EXIT_NONFINITE = 3
+
+
+def nonfinite_exit(doc: dict, nonfinite: int, json_mode: bool) -> int:
+    """0, or EXIT_NONFINITE when the model or the written document holds NaN/inf values: never a quiet nan."""
+    if nonfinite:
+        return EXIT_NONFINITE
+    from . import display
+
+    _, shown = display.strict({k: v for k, v in doc.items() if k != "warnings"})
+    return EXIT_NONFINITE if shown else 0
 
 
 def _run_inputs(a) -> list:

@@ -197,7 +197,19 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
         m["sentence_embedding"] = {"pooling": p.source.pooling["modes"], "normalize": p.source.pooling["normalize"]}
     if p.source.newly_initialized:
         m["newly_initialized_weights"] = p.source.newly_initialized
+    m["consistency"] = consistency_record(p.source)
     return m
+
+
+def consistency_record(src) -> dict:
+    """What exporter/consistency.py checked of the source folder, and what an override let through."""
+    from .consistency import CHECKS
+
+    return {
+        "checked": list(CHECKS),
+        "unused_weights": list(src.unused_weights),  # non-empty only with allow_unused_weights
+        "tokenizer_mismatches": list(src.tokenizer_mismatches),  # non-empty only with allow_tokenizer_mismatch
+    }
 
 
 def cpu_block(opts) -> dict:
@@ -218,12 +230,17 @@ def cpu_block(opts) -> dict:
 
 
 def _source(src) -> dict:
-    out = {"model": src.description, "weights": src.weights}
-    if src.path is not None and Path(src.description).expanduser().exists():
-        # MODEL was a folder: its absolute path lets `validate OUT` find it again from another working
-        # directory. (A hub or bundled id is found again by its id.)
-        out["path"] = str(src.path.resolve())
-    return out
+    """MODEL as a reader may see it: a hub or bundled id, a relative folder as given, an absolute one by name only.
+
+    No absolute path of the build machine goes into the manifest (it ships with the artifact); `validate OUT`
+    finds a hub id or a relative folder again, and takes --model otherwise.
+    """
+    model = src.description
+    if src.path is not None and Path(model).expanduser().exists():
+        given = Path(model)
+        if given.is_absolute() or str(model).startswith("~"):
+            model = given.expanduser().resolve().name
+    return {"model": model, "weights": src.weights}
 
 
 def versions() -> dict:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact
+from . import answers, artifact
 from ..runtime.artifact import MODEL_FILES
 from ..runtime import cpu, fusion
 from . import parity
@@ -90,7 +90,9 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
 
     tell(progress, "load", f"loading {model if isinstance(model, (str, Path)) else type(model).__name__}")
     src = load_source(model, task=options.task, tokenizer=tokenizer, allow_pickle=options.allow_pickle,
-                      trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights)
+                      trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights,
+                      allow_unused_weights=options.allow_unused_weights,
+                      allow_tokenizer_mismatch=options.allow_tokenizer_mismatch)
     tell(progress, "prepare", f"{src.config.model_type} for {src.task}: wrapper, inputs, output axes")
     p = prepare(src, options, backend)
     tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)
@@ -137,6 +139,13 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         report.text = manifest["validation"]["text"] = text.to_json()
         if text.ran and not text.passed:
             raise ValidationError(text.error_message(f"the exported {strategy} artifact"), report)
+        # Reduced precision: the same answers as float32 on real sentences (answers.py), each figure with its bar.
+        if tolerance.mode == "cosine":
+            tell(progress, "answers", "real sentences: the answers users see vs float32")
+        ans = answers.check_answers(p, staging, tolerance) if report.ran else answers.not_run(str(report.note))
+        report.answers = manifest["validation"]["answers"] = ans.to_json()
+        if ans.ran and not ans.passed:
+            raise ValidationError(ans.error_message(f"the exported {strategy} artifact"), report)
         artifact.seal(staging, module, manifest)
         artifact.commit(staging, output_dir, force)
     except OSError as e:  # disk full, I/O error, permissions changed meanwhile: one line, earlier artifact kept

@@ -112,9 +112,13 @@ class ValidationReport:
     note: str | None = None
     ran: bool = True  # False: the module could not be executed here (e.g. compiled for a Neuron device)
     text: dict | None = None  # the text check's record (textcheck.TextReport.to_json()), once it ran
+    answers: dict | None = None  # answers on real text at reduced precision (answers.AnswerReport.to_json())
 
     def _text_summary(self) -> str:
-        return f"; {self.text['summary']}" if self.text else ""
+        out = f"; {self.text['summary']}" if self.text else ""
+        if self.answers and self.answers.get("ran"):
+            out += f"; {self.answers['summary']}"
+        return out
 
     def to_json(self) -> dict:
         return asdict(self)

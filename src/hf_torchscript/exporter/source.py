@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ..architectures import check_task, get_architecture
 from ..compat import from_pretrained_kwargs
-from ..errors import SourceError, UnsupportedModelError, option
+from ..errors import ConsistencyError, SourceError, UnsupportedModelError, option
 from ..tasks import get_task, infer_task
+from . import consistency
 
 # Hub ids of models that an installed package ships (module name, attribute holding the folder): the
 # offline demo and test model, used only when the user's Hugging Face cache does not hold the id.
@@ -43,6 +44,8 @@ class Source:
     weights: str = "safetensors"  # safetensors | pickle | in-memory
     pooling: dict | None = None  # sentence-transformers: {"modes": [...], "normalize": bool, "max_seq_length": int}
     newly_initialized: list[str] = field(default_factory=list)
+    unused_weights: list[str] = field(default_factory=list)  # kept only with allow_unused_weights (consistency.py)
+    tokenizer_mismatches: list[str] = field(default_factory=list)  # kept only with allow_tokenizer_mismatch
 
 
 def resolve_path(model: str | os.PathLike) -> Path:
@@ -302,10 +305,18 @@ def load_source(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     allow_new_weights: bool = False,
+    allow_unused_weights: bool = False,
+    allow_tokenizer_mismatch: bool = False,
 ) -> Source:
     """Load MODEL (path, cached id, bundled id or in-memory model) for ``task`` (None: inferred)."""
     if not isinstance(model, (str, os.PathLike)):
-        return _in_memory(model, task=task, tokenizer=tokenizer)
+        src = _in_memory(model, task=task, tokenizer=tokenizer)
+        consistency.check_finite(src.model, src.description)
+        src.tokenizer_mismatches = consistency.tokenizer_mismatches(src.tokenizer, src.model, src.config,
+                                                                    raw_config=src.config.to_dict())
+        if src.tokenizer_mismatches and not allow_tokenizer_mismatch:
+            raise ConsistencyError(consistency.tokenizer_message(src.description, src.tokenizer_mismatches))
+        return src
 
     path = resolve_path(model)
     raw = read_config_json(path)
@@ -360,10 +371,24 @@ def load_source(
         tok = tokenizer if tokenizer is not None else _load_tokenizer(path)
     mismatched = sorted(info.get("mismatched_keys") or (), key=_key)
     if mismatched and not allow_new_weights:
-        raise SourceError(_mismatch_message(path, mismatched, loaded))
+        raise SourceError(_mismatch_message(path, mismatched, loaded, raw))
+    # The checkpoint describes a bigger model than config.json builds (consistency.py says which tensors count).
+    unused = consistency.unused_weights(loaded, info.get("unexpected_keys") or ())
+    if unused and not allow_unused_weights:
+        hint = consistency.layer_hint(loaded, unused, raw, checkpoint_has_more=True)
+        raise ConsistencyError(consistency.unused_message(path, unused, hint))
     new = sorted({*info.get("missing_keys", ()), *(_key(k) for k in mismatched)})
     if new and not allow_new_weights:
+        hint = consistency.layer_hint(loaded, new, raw, checkpoint_has_more=False)
+        if hint:  # a config with more layers than were trained: not a new head, a wrong config
+            raise ConsistencyError(f"config.json in {str(path)!r} does not match the weights: {hint}; fix config.json "
+                                   f"({option('allow_new_weights', True)} would add random layers instead)")
         raise SourceError(_new_weights_message(path, task, new, raw, pooling))
+    consistency.check_finite(loaded, repr(str(path)))
+    mismatches = consistency.tokenizer_mismatches(tok, loaded, loaded.config, raw_config=raw, path=path,
+                                                  pooling=pooling if task == "sentence-embedding" else None)
+    if mismatches and not allow_tokenizer_mismatch:
+        raise ConsistencyError(consistency.tokenizer_message(path, mismatches))
     return Source(
         model=loaded,
         config=loaded.config,
@@ -374,6 +399,8 @@ def load_source(
         weights=weights,
         pooling=pooling,
         newly_initialized=new,
+        unused_weights=unused,
+        tokenizer_mismatches=mismatches,
     )
 
 
@@ -391,7 +418,7 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:300] if lines else type(e).__name__
 
 
-def _mismatch_message(path: Path, mismatched, model=None) -> str:
+def _mismatch_message(path: Path, mismatched, model=None, raw: dict | None = None) -> str:
     """A tensor whose shape differs from what config.json implies: the config does not describe these weights."""
     first = mismatched[0]
     if isinstance(first, (tuple, list)) and len(first) >= 3:
@@ -400,9 +427,12 @@ def _mismatch_message(path: Path, mismatched, model=None) -> str:
         pair = _shapes_of(path, _key(first), model)
     shapes = (f" is {pair[0]} in the checkpoint but {pair[1]} for this config" if pair
               else " has another shape in the checkpoint")
+    field_hint = consistency.shape_field_hint(raw or {}, *pair) if pair else None
+    field_hint = f" ({field_hint})" if field_hint else ""
     return (
         f"config.json in {str(path)!r} does not match the weights: {_key(first)}{shapes} ({len(mismatched)} tensors "
-        "differ); fix config.json (hidden_size, vocab_size, ...) or re-save the model with save_pretrained "
+        f"differ); fix config.json{field_hint or ' (hidden_size, vocab_size, ...)'} or re-save the model with "
+        "save_pretrained "
         f"({option('allow_new_weights', True)} would initialise them at random instead)"
     )
 

@@ -63,7 +63,11 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
     if model is None:
         model = recorded_model(directory, manifest)
     tell(progress, "load", f"model {model if isinstance(model, str) else type(model).__name__}")
-    src = load_source(model, task=options.task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    # An override recorded at export (consistency.py) is honoured again: the same folder, the same decision.
+    allowed = manifest.get("consistency") or {}
+    src = load_source(model, task=options.task, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                      allow_unused_weights=bool(allowed.get("unused_weights")),
+                      allow_tokenizer_mismatch=bool(allowed.get("tokenizer_mismatches")))
     tell(progress, "prepare", f"{src.config.model_type} for {src.task}")
     # Only the float32 reference is needed: no bf16 copy, no int8 calibration; the recorded options
     # then pick the tolerance (cosine mode for bf16/int8).
@@ -91,6 +95,13 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
     report.text = text.to_json()
     if text.ran and not text.passed:
         raise ValidationError(text.error_message(str(directory)), report)
+    # Reduced precision: the answers on real sentences, with the bars export applied (answers.py).
+    from .answers import check_answers
+
+    answers = check_answers(p, directory, tolerance)
+    report.answers = answers.to_json()
+    if answers.ran and not answers.passed:
+        raise ValidationError(answers.error_message(str(directory)), report)
     return report
 
 

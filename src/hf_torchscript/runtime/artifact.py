@@ -113,8 +113,12 @@ def verify(directory: str | os.PathLike, manifest: dict | None = None) -> dict:
             f"or pass {option('verify', False)} to load it unchecked"
         )
     files = manifest.get("files") if manifest.get("format_version", 1) >= 2 else {MODEL_FILE: manifest.get("sha256")}
-    if not isinstance(files, dict) or files.get(model_name) != manifest.get("sha256"):
+    if not isinstance(files, dict) or not isinstance(files.get(model_name), str):
         raise ArtifactError(f"{d / MANIFEST_FILE} has no valid 'files' list of hashes: it was edited; re-export the model")
+    if files[model_name] != manifest.get("sha256"):
+        raise ArtifactError(
+            f"{d / MANIFEST_FILE} lists {model_name} with sha256 {files[model_name][:16]}... in 'files' but "
+            f"{str(manifest.get('sha256'))[:16]}... in 'sha256': the manifest was edited; re-export the model")
     for name, want in files.items():
         path = d / name
         if Path(name).name != name or not path.is_file():

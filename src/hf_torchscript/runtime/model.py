@@ -25,6 +25,17 @@ class TruncationWarning(UserWarning):
     """An input was longer than the artifact's max length and was cut."""
 
 
+class NonFiniteOutputWarning(UserWarning):
+    """The artifact returned NaN or infinite values: its answers for those inputs mean nothing.
+
+    ``count`` holds how many values, ``outputs`` the names of the outputs that hold them.
+    """
+
+    def __init__(self, message: str, count: int = 0, outputs: tuple = ()):
+        super().__init__(message)
+        self.count, self.outputs = count, tuple(outputs)
+
+
 class UntrainedWeightsWarning(UserWarning):
     """The artifact holds weights that were not in the checkpoint (exported with --allow-new-weights)."""
 
@@ -115,7 +126,9 @@ class ExportedModel:
                 out = self.module(*args)
             except (torch.jit.Error, RuntimeError) as e:  # the module's own checks; errors inside kernels
                 raise InputError(_script_error(e)) from None
-        return dict(zip(self.output_names, out))
+        named = dict(zip(self.output_names, out))
+        _warn_nonfinite(named, self.directory)
+        return named
 
     def _takes(self) -> str:
         defaults = [f"{i['name']}: {i['default']}" for i in self.manifest["inputs"] if i.get("default")]
@@ -219,6 +232,29 @@ def load(directory, *, verify: bool = True, truncation: str = "warn") -> Exporte
         ArtifactError: missing files, unknown format version, sha256 mismatch.
     """
     return ExportedModel(directory, verify=verify, truncation=truncation)
+
+
+def nonfinite_count(outputs: dict) -> dict[str, int]:
+    """{output name: number of NaN/inf values} for the float outputs that hold any."""
+    bad = {}
+    for name, t in outputs.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad[name] = n
+    return bad
+
+
+def _warn_nonfinite(outputs: dict, directory) -> None:
+    """Never a quiet NaN: warn (NonFiniteOutputWarning) when any output holds a non-finite value."""
+    bad = nonfinite_count(outputs)
+    if bad:
+        total = sum(bad.values())
+        where = ", ".join(f"{k}: {v}" for k, v in bad.items())
+        warnings.warn(NonFiniteOutputWarning(
+            f"{directory} returned {total} NaN/infinite values ({where}): the answers for those inputs mean nothing; "
+            "the model or its weights are broken for them (re-export: export refuses non-finite weights)",
+            total, tuple(bad)), stacklevel=3)
 
 
 def _script_error(e: Exception) -> str:
