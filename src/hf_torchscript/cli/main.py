@@ -15,6 +15,7 @@ import sys
 import typing
 import warnings
 
+from ..deprecation import QUANTIZED_DEPRECATED
 from ..errors import HFTorchScriptError, OptionError
 from ..options import TASK_NAMES, ExportOptions, flag
 from ..textinput import check_text
@@ -89,7 +90,7 @@ def cmd_export(a) -> int:
     finally:
         if progress is not None:
             progress.close()
-    print(result)
+    print("\n".join(result.lines()))
     return 0
 
 
@@ -153,6 +154,7 @@ def cmd_run(a) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=QUANTIZED_DEPRECATED)
         model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if a.similarity and model.task != "sentence-embedding":
@@ -468,7 +470,7 @@ def _add_serving_commands(sub) -> None:
 class _Parser(argparse.ArgumentParser):
     """argparse with "did you mean" for a misspelt flag, command or choice (Python 3.11's argparse has none)."""
 
-    argv: list[str] = []  # the command line being parsed: an unknown flag is matched against its command's flags
+    argv: typing.ClassVar[list[str]] = []  # the command line being parsed: an unknown flag is matched against its command's flags
 
     def error(self, message: str):
         super().error(message + self._suggestion(message))
@@ -636,8 +638,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _quiet_third_party() -> None:
+    """Other libraries' import-time log lines that say nothing to our users (the CLI owns its process).
+
+    torchao logs "Failed to load ..._C_mxfp8...so" and "Detected no triton" on CPU machines, and torch's
+    pytree logs a deprecation of torchao's own Enum registration: four lines before every export's output.
+    Errors still show. The quantized-tensor deprecation notice of int8 modules is filtered where they load.
+    """
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=QUANTIZED_DEPRECATED)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _quiet_third_party()
     debug = bool(os.environ.get("HF_TORCHSCRIPT_DEBUG"))
     try:
         code = args.func(args)

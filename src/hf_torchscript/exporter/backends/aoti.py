@@ -13,7 +13,8 @@ back to ``buckets`` as for TorchScript, and the manifest says why: one export pe
 ``manifest["aoti"]["models"]``; the runtimes pad to the smallest bucket that fits.
 
 Input checks live in the runtimes (pt2.py, cpp/hf_torchscript.hpp): see pt2.py for what a compiled
-package does with bad input. The graph keeps one guard, the value range of the id inputs.
+package does with bad input. The graph keeps two guards for callers that bypass them: the value range
+of the id inputs, and the sequence length (<= max length).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ class Pt2Build:
             "package": PT2_FILE,
             "models": self.models,
             "input_checks": "in the runtimes (hf_torchscript.runtime.pt2, cpp/hf_torchscript.hpp) from this manifest; "
-                            "value ranges also asserted in the graph",
+                            "value ranges and lengths also asserted in the graph",
             "cpu_isa": self.loaded.runners[0].get_metadata().get("AOTI_CPU_ISA"),
             "machine": platform.machine(),
             "torch": torch.__version__,
