@@ -110,6 +110,9 @@ def cmd_bench(a) -> int:
     # Before minutes of measuring. The bench extra's packages (onnxruntime, matplotlib...) are optional:
     # benchmark() lists the missing ones before it starts and measures what it can.
     require_extra("export", "bench", "transformers")
+    # torch.profiler's kineto prints "USDT: ... profiler_start/stop" lines at every profile (the bench's
+    # top-ops table); 6 is above its highest level. Kineto reads it when the profiler starts.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from ..bench import benchmark
 
     report = benchmark(
