@@ -439,7 +439,10 @@ def map_file(artifact, input, output, *, column: str = "text", pair_column: str 
     # Not a directory, device, pipe or link, and never the input itself (by inode: hard links too).
     atomic.check_output_file(dst, "OUTPUT", inputs=[src], force=force)
     if use_ray and workers is not None and not os.environ.get("RAY_ADDRESS"):
-        _check_local_cpus(workers, threads or 1)  # before a local cluster takes a minute to start
+        import ray
+
+        if not ray.is_initialized():  # a local cluster would start: check this machine before it takes a minute
+            _check_local_cpus(workers, threads or 1)
     _check_columns(src, fmt, [c for c in (column, pair_column) if c])
     # Built here too, before any worker starts, so a bad artifact, task or column fails at once.
     predictor = Predictor(artifact, column=column, pair_column=pair_column, batch_size=batch_size, top_k=top_k,
