@@ -159,6 +159,8 @@ def table(results: dict) -> str:
         lines.append(head + " " + " | ".join(cells) + " |")
     header = (f"torch {results['torch']}, {results['threads']} thread(s), {results['rounds']} interleaved rounds; "
               "ratios are to eager in the same run.\n\n")
+    if results.get("note"):
+        note += f"\n\nThis run: {results['note']}."
     return header + "\n".join(lines) + note
 
 
