@@ -150,7 +150,12 @@ def run_cli(argv: list[str], capsys) -> tuple[int, list[str], str]:
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         code = e.code if isinstance(e.code, int) else 1
     cap = capsys.readouterr()
-    return code, cap.err.strip().splitlines(), cap.out
+    # Export's step lines ("[  1.2s] load: ..."): stderr is not a terminal here, so the CLI logs each step.
+    err = [line for line in cap.err.strip().splitlines() if not STEP_LINE.match(line)]
+    return code, err, cap.out
+
+
+STEP_LINE = re.compile(r"^\[ *\d+\.\ds\] ")
 
 
 # ------------------------------------------------------------------------------ setups for the table
@@ -619,7 +624,7 @@ def test_hub_cache_layout_with_every_file_a_symlink_exports(ws, base, capsys):
 COMMIT_SCRIPT = textwrap.dedent(r'''
     import os, shutil, signal, sys, time
     from pathlib import Path
-    from hf_torchscript.exporter import atomic
+    from hf_torchscript import atomic
     mode, step, action, new, out, flag = sys.argv[1:7]
     assert "torch" not in sys.modules  # keeps each run ~0.2 s
     if mode == "fallback":

@@ -156,43 +156,63 @@ def is_artifact(directory: Path) -> bool:
 
 
 def artifact_mismatch(directory: Path) -> str | None:
-    """None if ``directory`` is exactly an artifact (see :func:`is_artifact`), else why not, in a few words."""
-    import hashlib
+    """None if ``directory`` is exactly an artifact (see :func:`is_artifact`), else why not, in a few words.
 
-    d = Path(directory)
+    Everything is read through one open descriptor of the directory: a concurrent export that swaps
+    another artifact into the same name (RENAME_EXCHANGE) cannot mix two artifacts' files in one check.
+    """
+    import hashlib
+    import stat
+
     try:
-        manifest = json.loads((d / MANIFEST_FILE).read_bytes())
-    except FileNotFoundError:
-        return f"no {MANIFEST_FILE}"
-    except (OSError, ValueError, RecursionError):
-        return f"{MANIFEST_FILE} is not readable JSON"
-    if not isinstance(manifest, dict) or manifest.get("producer") != PRODUCER:
-        return f"no {MANIFEST_FILE} written by hf-torchscript"
-    version = manifest.get("format_version", 1)
-    files = manifest.get("files") if isinstance(version, int) and version >= 2 else {"model.pt": manifest.get("sha256")}
-    if not isinstance(files, dict) or not files:
-        return f"{MANIFEST_FILE} lists no files with their sha256"
-    try:
-        present = {p.name: p for p in d.iterdir() if p.name != MANIFEST_FILE}
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
-        return f"cannot list it ({e.strerror})"
-    extra = sorted(set(present) - set(files))
-    if extra:
-        return f"it holds {extra[0]!r}, which its {MANIFEST_FILE} does not list"
-    for name, want in files.items():
-        p = present.get(name) if isinstance(name, str) else None
-        if p is None or p.is_symlink() or not p.is_file():
-            return f"{name!r}, listed in its {MANIFEST_FILE}, is missing or not a regular file"
-        h = hashlib.sha256()
+        return f"cannot open it ({e.strerror})"
+
+    def opener(path, flags):
+        return os.open(path, flags | os.O_NOFOLLOW, dir_fd=fd)
+
+    try:
         try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            with open(MANIFEST_FILE, "rb", opener=opener) as f:
+                manifest = json.loads(f.read())
+        except FileNotFoundError:
+            return f"no {MANIFEST_FILE}"
+        except (OSError, ValueError, RecursionError):
+            return f"{MANIFEST_FILE} is not readable JSON"
+        if not isinstance(manifest, dict) or manifest.get("producer") != PRODUCER:
+            return f"no {MANIFEST_FILE} written by hf-torchscript"
+        version = manifest.get("format_version", 1)
+        files = manifest.get("files") if isinstance(version, int) and version >= 2 else {"model.pt": manifest.get("sha256")}
+        if not isinstance(files, dict) or not files:
+            return f"{MANIFEST_FILE} lists no files with their sha256"
+        try:
+            present = set(os.listdir(fd)) - {MANIFEST_FILE}
         except OSError as e:
-            return f"cannot read {name!r} ({e.strerror})"
-        if h.hexdigest() != want:
-            return f"{name!r} does not match the sha256 its {MANIFEST_FILE} records (it was changed)"
-    return None
+            return f"cannot list it ({e.strerror})"
+        extra = sorted(present - set(files))
+        if extra:
+            return f"it holds {extra[0]!r}, which its {MANIFEST_FILE} does not list"
+        for name, want in files.items():
+            try:
+                ok = isinstance(name, str) and name in present and stat.S_ISREG(
+                    os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+            except OSError:
+                ok = False
+            if not ok:
+                return f"{name!r}, listed in its {MANIFEST_FILE}, is missing or not a regular file"
+            h = hashlib.sha256()
+            try:
+                with open(name, "rb", opener=opener) as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError as e:
+                return f"cannot read {name!r} ({e.strerror})"
+            if h.hexdigest() != want:
+                return f"{name!r} does not match the sha256 its {MANIFEST_FILE} records (it was changed)"
+        return None
+    finally:
+        os.close(fd)
 
 
 def _existing_ancestor(path: Path) -> Path:
