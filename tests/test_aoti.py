@@ -204,6 +204,33 @@ def test_the_graph_itself_refuses_an_out_of_range_id(pt2):
     assert "hf-torchscript: input input_ids holds a value outside [0, 128)" in proc.stdout + proc.stderr
 
 
+def test_the_graph_itself_refuses_an_input_past_the_max_length(pt2):
+    """Without our runtimes, a raw model.pt2 given max length + 1 tokens raises (measured before the check:
+    outputs for BERT past its max length, SIGABRT for GPT-2 past its positions); the max length itself runs."""
+    _, out, result = pt2
+    L = result.manifest["max_length"]
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from torch._inductor import aoti_load_package
+        model = aoti_load_package(sys.argv[1])
+        for n in (int(sys.argv[2]), int(sys.argv[2]) + 1):
+            ids = torch.full((1, n), 7)
+            try:
+                model(ids, torch.ones_like(ids), torch.zeros_like(ids))
+                print(n, "ran")
+            except RuntimeError as e:
+                print(n, "raised:", str(e).strip().splitlines()[-1])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "model.pt2"), str(L)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr  # the process is alive
+    assert f"{L} ran" in proc.stdout and f"{L + 1} raised:" in proc.stdout, proc.stdout + proc.stderr
+    assert (f"hf-torchscript: input input_ids is longer than this artifact's max length {L}"
+            in proc.stdout + proc.stderr)
+
+
 def test_tampered_or_mixed_package_is_refused(pt2, tiny_model_dir, tmp_path):
     _, out, _ = pt2
     art = tmp_path / "art"

@@ -265,3 +265,28 @@ def test_markers_are_checked(tmp_path):
     got = blocks(doc)
     assert [(b.line, b.language, b.mark, b.reason, b.code) for b in got] == [
         (4, "bash", "skip", "needs an Inf2 instance", "neuron-ls\n"), (8, "python", None, "", "x = 1\n")]
+
+
+# A placeholder left for a number or a table: an ALL_CAPS name alone on a line (outside code fences),
+# or the words below. docs/formats.md once shipped the literal line MEASURED_TABLE.
+_PLACEHOLDER_LINE = re.compile(r"^\s*[A-Z][A-Z0-9]*(_[A-Z0-9]+)+\s*$")
+_PLACEHOLDER_WORDS = re.compile(r"\b(TODO|TBD|FIXME|XXX)\b|not measured yet|<placeholder>", re.I)
+
+
+def placeholders(text: str) -> list[str]:
+    """The lines of a Markdown text that look like placeholders, outside fenced blocks."""
+    found, fenced = [], False
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced and (_PLACEHOLDER_LINE.match(line) or _PLACEHOLDER_WORDS.search(line)):
+            found.append(f"{n}: {line.strip()}")
+    return found
+
+
+def test_no_placeholders_in_the_docs():
+    assert placeholders("a\nMEASURED_TABLE\nb") == ["2: MEASURED_TABLE"]  # the check itself can fail
+    assert placeholders("```\nRAY_ADDRESS\n```\nset `RAY_ADDRESS` first") == []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        assert placeholders(doc.read_text()) == [], doc.name

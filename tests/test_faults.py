@@ -150,7 +150,12 @@ def run_cli(argv: list[str], capsys) -> tuple[int, list[str], str]:
     except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
         code = e.code if isinstance(e.code, int) else 1
     cap = capsys.readouterr()
-    return code, cap.err.strip().splitlines(), cap.out
+    # Export's step lines ("[  1.2s] load: ..."): stderr is not a terminal here, so the CLI logs each step.
+    err = [line for line in cap.err.strip().splitlines() if not STEP_LINE.match(line)]
+    return code, err, cap.out
+
+
+STEP_LINE = re.compile(r"^\[ *\d+\.\ds\] ")
 
 
 # ------------------------------------------------------------------------------ setups for the table
@@ -330,7 +335,7 @@ CASES = [
     Case("out-is-cwd-absolute", lambda ws: ["export", ws.model, ws.root, "--force"], r"is the current directory"),
     Case("out-is-parent-force", E("--force", out=".."), r"OUTPUT_DIR '..' is a parent of the current directory"),
     Case("out-is-root-force", E("--force", out="/"), r"OUTPUT_DIR '/' is a parent of the current directory"),
-    Case("force-non-artifact", E("--force"), r"OUTPUT_DIR '.*out' is not empty and is not an hf-torchscript artifact .*--force replaces only an empty directory or an earlier artifact",
+    Case("force-non-artifact", E("--force"), r"OUTPUT_DIR '.*out' is not empty and is not an hf-torchscript artifact .*--force replaces only an empty directory or an unchanged earlier artifact",
          put("out/notes.txt", "mine")),
     Case("force-foreign-manifest", E("--force"), r"is not an hf-torchscript artifact", put("out/manifest.json", {"producer": "someone-else"})),
     Case("force-garbage-manifest", E("--force"), r"is not an hf-torchscript artifact", put("out/manifest.json", "{not json")),
@@ -478,6 +483,72 @@ CASES = [
     Case("run-no-tokenizer", R("hello", "--no-verify"), r"this artifact has no tokenizer .*call it with tensors",
          both(lambda ws: (ws.art / "tokenizer.json").unlink(),
               lambda ws: _json(ws.art / "manifest.json", {**json.loads((ws.art / "manifest.json").read_text()), "tokenizer": None}))),
+    # --- outputs that are not ours to replace (issue 23): refused before anything runs or is written
+    Case("force-artifact-with-user-file", E("--force", out="art"), r"OUTPUT_DIR 'art' is not empty and is not an hf-torchscript artifact \(it holds 'notes.txt', which its manifest.json does not list\)",
+         put("art/notes.txt", "mine")),
+    Case("force-artifact-with-user-folder", E("--force", out="art"), r"\(it holds 'mine', which its manifest.json does not list\)", put("art/mine/x.txt", "mine")),
+    Case("force-artifact-file-changed", E("--force", out="art"), r"\('tokenizer.json' does not match the sha256 its manifest.json records",
+         tokenizer_in_art("{}")),
+    Case("force-artifact-file-missing", E("--force", out="art"), r"\('tokenizer.json', listed in its manifest.json, is missing",
+         lambda ws: (ws.art / "tokenizer.json").unlink()),
+    Case("force-bare-producer-manifest", E("--force"), r"is not an hf-torchscript artifact \(it holds 'notes.txt', which its manifest.json does not list",
+         both(put("out/manifest.json", {"producer": "hf-torchscript"}), put("out/notes.txt", "mine"))),
+    Case("force-producer-manifest-lists-user-file", E("--force"), r"\('notes.txt' does not match the sha256",
+         both(put("out/manifest.json", {"producer": "hf-torchscript", "format_version": 2, "files": {"notes.txt": "0" * 64}}),
+              put("out/notes.txt", "mine"))),
+    Case("run-output-device", R("hello", "-o", "/dev/full"), r"--output '/dev/full' is a device, not a regular file; write to stdout and redirect"),
+    Case("run-output-fifo", R("hello", "-o", "fifo"), r"--output 'fifo' is a named pipe, not a regular file", lambda ws: os.mkfifo(ws.root / "fifo")),
+    Case("run-output-symlink", R("hello", "-o", "link"), r"--output 'link' is a symlink to 'mine.txt'; .*pass the real file path",
+         both(put("mine.txt", "mine"), symlink("link", "mine.txt"))),
+    Case("run-output-dangling-symlink", R("hello", "-o", "link"), r"--output 'link' is a symlink to '/nonexistent/x'", symlink("link", "/nonexistent/x")),
+    Case("run-output-directory", R("hello", "-o", "d"), r"--output 'd' is a directory; pass the path of a file", put("d/mine.txt", "mine")),
+    Case("run-output-is-input", R("--input", "in.txt", "-o", "./in.txt"), r"--output './in.txt' is the input 'in.txt' \(the same file\); writing it would destroy the input",
+         put("in.txt", "hello\n")),
+    Case("run-output-hard-link-of-input", R("--input", "in.txt", "-o", "other.txt"), r"--output 'other.txt' is the input 'in.txt' \(the same file\)",
+         both(put("in.txt", "hello\n"), lambda ws: os.link(ws.root / "in.txt", ws.root / "other.txt"))),
+    Case("run-output-folder-missing", R("hello", "-o", "nope/out.json"), r"the folder of --output 'nope/out.json' does not exist"),
+    # --- text that is not text, and JSON that is too deep
+    Case("run-text-not-utf8", R("the \udcff man"), r"TEXT 1 is not valid UTF-8 \(byte 0xff at character 4\).*; pass UTF-8 text"),
+    Case("run-text-lone-surrogate", R("ok", "the \ud800 man"), r"TEXT 2 holds a lone surrogate U\+D800 at character 4, which is not a character"),
+    Case("run-pair-not-utf8", R("ok", "--pair", "\udcfe"), r"--pair 1 is not valid UTF-8 \(byte 0xfe"),
+    Case("run-input-line-lone-surrogate", R("--input", "in.jsonl"), r"--input 'in.jsonl' line 2 'text' holds a lone surrogate U\+DC00 at character 2",
+         put("in.jsonl", '"fine"\n{"text": "a \\udc00 b"}\n')),
+    Case("run-input-text-not-utf8", R("--input", "in.txt"), r"--input 'in.txt' is not UTF-8 text", put("in.txt", b"ok\nthe \xff man\n")),
+    Case("run-input-deeply-nested", R("--input", "in.jsonl"), r"--input 'in.jsonl' line 1 nests JSON arrays/objects too deeply to read",
+         put("in.jsonl", "[" * 100000 + "\n")),
+    Case("run-input-deep-object", R("--input", "in.jsonl"), r"line 1 nests JSON arrays/objects too deeply",
+         put("in.jsonl", '{"text": ' + '{"a": ' * 50000 + "1" + "}" * 50000 + "}\n")),
+    # --- map
+    Case("map-output-is-input", lambda ws: ["map", ws.art, "in.jsonl", "in.jsonl", "--force"],
+         r"OUTPUT 'in.jsonl' is the input 'in.jsonl' \(the same file\); writing it would destroy the input", put("in.jsonl", '{"text": "hello"}\n')),
+    Case("map-output-is-input-other-spelling", lambda ws: ["map", ws.art, "in.jsonl", ws.root / "sub" / ".." / "in.jsonl", "--force"],
+         r"is the input 'in.jsonl' \(the same file\)", both(put("in.jsonl", '{"text": "hello"}\n'), put("sub/.keep", ""))),
+    Case("map-output-hard-link-of-input", lambda ws: ["map", ws.art, "in.jsonl", "out.parquet", "--force"], r"OUTPUT 'out.parquet' is the input",
+         both(put("in.jsonl", '{"text": "hello"}\n'), lambda ws: os.link(ws.root / "in.jsonl", ws.root / "out.parquet"))),
+    Case("map-output-directory", lambda ws: ["map", ws.art, "in.jsonl", "d", "--force"], r"OUTPUT 'd' is a directory",
+         both(put("in.jsonl", '{"text": "hello"}\n'), put("d/mine.txt", "mine"))),
+    Case("map-output-symlink", lambda ws: ["map", ws.art, "in.jsonl", "link", "--force"], r"OUTPUT 'link' is a symlink to 'mine.txt'",
+         both(put("in.jsonl", '{"text": "hello"}\n'), put("mine.txt", "mine"), symlink("link", "mine.txt"))),
+    Case("map-output-device", lambda ws: ["map", ws.art, "in.jsonl", "/dev/null", "--force"], r"OUTPUT '/dev/null' is a device",
+         put("in.jsonl", '{"text": "hello"}\n')),
+    Case("map-garbage-parquet", lambda ws: ["map", ws.art, "in.parquet", "out.parquet"], r"cannot read INPUT 'in.parquet' as parquet \(.*\); pass a Parquet file",
+         put("in.parquet", _garbage(3000))),
+    Case("map-empty-parquet", lambda ws: ["map", ws.art, "in.parquet", "out.parquet"], r"cannot read INPUT 'in.parquet' as parquet", put("in.parquet", b"")),
+    Case("map-ray-too-many-workers", lambda ws: ["map", ws.art, "in.jsonl", "out.parquet", "--ray", "--workers", "100000"],
+         r"--workers 100000 x --threads 1 needs 100001 CPUs .*this machine has \d+: pass fewer workers", put("in.jsonl", '{"text": "hello"}\n')),
+    # --- bench and triton options: checked before torch is imported or anything is measured
+    Case("bench-threads-zero", lambda ws: ["bench", ws.model, "--threads", "0"], r"argument --threads: expected a positive integer, got '0'", code=2),
+    Case("bench-rounds-zero", lambda ws: ["bench", ws.model, "--rounds", "0"], r"argument --rounds: expected a positive integer, got '0'", code=2),
+    Case("bench-warmup-negative", lambda ws: ["bench", ws.model, "--warmup", "-1"], r"argument --warmup: expected an integer >= 0", code=2),
+    Case("bench-grid-zero", lambda ws: ["bench", ws.model, "--grid", "0x16"], r"expected positive BATCHxLENGTH pairs", code=2),
+    Case("triton-max-batch-huge", lambda ws: ["triton", ws.art, "repo", "--max-batch-size", str(10**12)],
+         r"argument --max-batch-size: expected an integer from 0 to 2147483647, got '1000000000000'", code=2),
+    Case("triton-aoti-artifact", lambda ws: ["triton", ws.art, "repo"], r"holds an AOTInductor package \(.pt2\), not TorchScript; .*--backend torchscript",
+         manifest(lambda m: m.update(backend="aoti"))),
+    # --- misspellings get a suggestion (argparse, exit 2)
+    Case("misspelt-flag", E("--forse"), r"unrecognized arguments: --forse \(did you mean --force\?\)", code=2),
+    Case("misspelt-command", lambda ws: ["exprot", ws.model, ws.out], r"invalid choice: 'exprot' .*\(did you mean 'export'\?\)", code=2),
+    Case("misspelt-run-flag", R("hello", "--jsno"), r"unrecognized arguments: --jsno \(did you mean --json\?\)", code=2),
     # --- other commands
     # A missing optional package is reported and the run goes on without what needs it
     # (test_bench.py::test_missing_extras_are_reported_before_anything_runs); a wrong name is an error.
@@ -905,6 +976,115 @@ def test_api_top_k_and_manifest_errors_are_typed(base, tmp_path):
     (bad / "manifest.json").write_text(json.dumps({"format_version": 1}))
     with pytest.raises(hts.ArtifactError, match="not a valid hf-torchscript manifest: task is missing"):
         hts.load(bad)
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda A: hts.load(A, device="cuda"), hts.OptionError, r"load\(\) takes no device: an artifact runs on the CPU"),
+    (lambda A: hts.load(A, verfy=False), hts.OptionError, r"unknown keyword 'verfy' \(did you mean 'verify'\?\)"),
+    (lambda A: hts.load(5), hts.OptionError, r"load\(\)'s directory must be a path \(str or os.PathLike\), got int: 5"),
+    (lambda A: hts.load(None), hts.OptionError, r"must be a path .*got NoneType"),
+    (lambda A: hts.load(A, verify="no"), hts.OptionError, r"verify must be True or False, got 'no'"),
+    (lambda A: hts.load(A)(["\ud800"]), hts.InputError, r"input 0 holds a lone surrogate U\+D800 at character 0"),
+    (lambda A: hts.load(A)(["ok", "the \udcff man"]), hts.InputError, r"input 1 is not valid UTF-8 \(byte 0xff at character 4\)"),
+    (lambda A: hts.load(A)([("the man", 1)]), hts.InputError, r"input 0's text_pair must be a string, got int"),
+    (lambda A: hts.load(A)([("the man", "a", "b")]), hts.InputError, r"input 0 is a tuple of 3 items"),
+    (lambda A: hts.load(A)([b"bytes"]), hts.InputError, r"input 0 must be a string, got bytes"),
+    (lambda A: hts.load(A)(5), hts.InputError, r"texts must be a string or a list of strings .*got int"),
+    (lambda A: hts.load(A)({"text": "x"}), hts.InputError, r"texts must be a string or a list .*got dict"),
+    (lambda A: hts.load(A).encode(["ok"], ["\ud800"]), hts.InputError, r"input 0's text_pair holds a lone surrogate"),
+])
+def test_api_bad_arguments_and_texts_are_one_line_errors(call, error, message, base):
+    with pytest.raises(error, match=message) as info:
+        call(base["old"])
+    assert "\n" not in str(info.value)
+
+
+def test_api_texts_still_work_as_sequences(base):
+    model = hts.load(base["old"])
+    want = model(["the man", "a dog"])
+    got = model(("the man", "a dog")[i] for i in range(2))  # any iterable of texts, as before
+    torch.testing.assert_close(got[1]["last_hidden_state"], want[1]["last_hidden_state"])
+
+
+def test_run_takes_texts_before_between_and_after_flags(base, capsys):
+    code, err, out = run_cli(["run", base["old"], "--json", "the man", "a dog"], capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    code, err, out = run_cli(["run", "--json", base["old"], "the man", "--top-k", "3", "a dog"], capsys)
+    assert code == 0, err
+    second = json.loads(out)
+    assert [r["input"]["text"] for r in first["results"]] == [r["input"]["text"] for r in second["results"]] == ["the man", "a dog"]
+
+
+def test_run_output_replaces_a_regular_file_atomically(ws, base, capsys):
+    (ws.root / "res.json").write_text("old")
+    os.link(ws.root / "res.json", ws.root / "other-name")  # a hard link of the OUTPUT (not of the input) is fine
+    code, err, _ = run_cli(["run", base["old"], "the man", "--json", "-o", "res.json"], capsys)
+    assert code == 0, err
+    assert json.loads((ws.root / "res.json").read_text())["results"][0]["input"]["text"] == "the man"
+    assert (ws.root / "other-name").read_text() == "old"  # renamed over, not written through
+    assert leftovers(ws.root) == []
+
+
+def test_plain_mistakes_answer_before_torch_is_imported(base, tmp_path):
+    """`run out/nope hello` and friends: one line without importing torch (measured: ~0.2 s of CPU)."""
+    script = textwrap.dedent("""
+        import sys
+        from hf_torchscript.cli import main
+        for argv in (["run", "nope", "hello"], ["run", sys.argv[1], "x", "-o", "/dev/full"],
+                     ["run", sys.argv[1], "the \\udcff man"], ["run", sys.argv[1], "--input", "missing.txt"]):
+            assert main(argv) == 1, argv
+        assert "torch" not in sys.modules, "torch was imported"
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{SRC_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    p = subprocess.run([sys.executable, "-c", script, str(base["old"])], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert next(l for l in lines if l.startswith("error: ")) == ("error: artifact directory 'nope' does not exist; "
+                                                                "export one with `hf-torchscript export`")
+    assert len(lines) == 8 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_bench_and_triton_library_checks(base, tmp_path):
+    with pytest.raises(hts.OptionError, match=r"threads must be an integer >= 1, got 0"):
+        hts.benchmark(base["src"], threads=0)
+    with pytest.raises(hts.OptionError, match=r"rounds must be an integer >= 1, got 0"):
+        hts.benchmark(base["src"], rounds=0)
+    from hf_torchscript.serving.triton import write_repository
+
+    with pytest.raises(hts.OptionError, match=r"max_batch_size must be an integer from 0 to 2147483647 .*got 1000000000000"):
+        write_repository(base["old"], tmp_path / "repo", max_batch_size=10**12)
+    with pytest.raises(hts.OptionError, match=r"artifact must be a path .*got int"):
+        write_repository(5, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_map_output_directory_leaves_no_temp_file(ws, base, capsys):
+    """The sink's temp file is removed whatever fails after it was created."""
+    from hf_torchscript.serving import ray_data
+
+    (ws.root / "in.jsonl").write_text('{"text": "the man"}\n')
+    sink = ray_data._ParquetSink(ws.root / "out.parquet")
+    import pyarrow as pa
+
+    with pytest.raises(RuntimeError), sink:
+        sink.write(pa.table({"text": ["a"], "error": pa.array([None], type=pa.string())}))
+        assert leftovers(ws.root) != []
+        raise RuntimeError("a failure mid-write")
+    assert leftovers(ws.root) == [] and not (ws.root / "out.parquet").exists()
+
+
+def test_map_prints_its_last_progress_line_once_and_no_zero_rate(ws, base, capsys):
+    from hf_torchscript.serving.ray_data import _Progress, rate_text
+
+    meter = _Progress(3, enabled=True)
+    meter.last -= 10  # the 5-second interval has passed: update prints a line
+    meter.update(3, 3)
+    meter.done()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("map: 3/3 (100%) rows, 0 errors"), lines
+    assert rate_text(3, 70.0) == "0.043" and rate_text(250, 2.0) == "125" and rate_text(5, 2.0) == "2.5"
 
 
 # ------------------------------------------------------------------------------ the concurrency that works

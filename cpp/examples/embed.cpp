@@ -1,6 +1,6 @@
 // embed: the sentence embedding of one text's token ids, from an artifact exported with
-// `hf-torchscript export sentence-transformers/all-MiniLM-L6-v2 out/` (task sentence-embedding).
-//   embed out/ 101 7592 2088 102
+// `hf-torchscript export sentence-transformers/all-MiniLM-L6-v2 out/minilm` (task sentence-embedding).
+//   embed out/minilm 101 7592 2088 102
 #include "hf_torchscript.hpp"
 
 #include <iostream>

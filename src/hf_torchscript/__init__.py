@@ -113,7 +113,7 @@ export.__signature__ = _inspect.Signature(
 )
 
 
-def load(directory, *, verify: bool = True, truncation: str = "warn"):
+def load(directory, *, verify: bool = True, truncation: str = "warn", **unknown):
     """Load an artifact directory as an :class:`ExportedModel` (torch + tokenizers only).
 
     Args:
@@ -126,6 +126,8 @@ def load(directory, *, verify: bool = True, truncation: str = "warn"):
 
     Raises:
         ArtifactError: missing files, unknown format version, a hash mismatch (naming the file).
+        OptionError: ``directory`` is not a path, or a keyword load does not take (``device=``: artifacts
+            run on the CPU they were exported for).
 
     Example:
         >>> model = hts.load("out/minilm")  # doctest: +SKIP
@@ -134,7 +136,7 @@ def load(directory, *, verify: bool = True, truncation: str = "warn"):
     """
     from .runtime.model import load as _load
 
-    return _load(directory, verify=verify, truncation=truncation)
+    return _load(directory, verify=verify, truncation=truncation, **unknown)
 
 
 def validate(directory, model=None, *, atol: float | None = None, rtol: float | None = None,

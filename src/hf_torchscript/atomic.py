@@ -29,6 +29,7 @@ No torch import here: the runtime, the CLI and the tests' fault-injection subpro
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -44,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .errors import ArtifactError, option
+from .errors import ArtifactError, OptionError, option
 
 PRODUCER = "hf-torchscript"
 MANIFEST_FILE = "manifest.json"
@@ -144,12 +145,74 @@ def rename_noreplace(src: Path, dst: Path) -> bool:
 # ------------------------------------------------------------------------------ what may be replaced
 
 def is_artifact(directory: Path) -> bool:
-    """True if ``directory`` holds a manifest.json written by hf-torchscript."""
+    """True if ``directory`` is an hf-torchscript artifact as its manifest describes it, and nothing else.
+
+    A manifest.json saying ``"producer": "hf-torchscript"`` is not enough (anyone can write one): every
+    file the manifest lists must be there with its recorded sha256, and the directory must hold no file
+    or folder the manifest does not list. So ``--force`` never deletes a user's file that sits beside
+    (or was dropped into) an artifact, nor a folder that only claims to be one.
+    """
+    return artifact_mismatch(directory) is None
+
+
+def artifact_mismatch(directory: Path) -> str | None:
+    """None if ``directory`` is exactly an artifact (see :func:`is_artifact`), else why not, in a few words.
+
+    Everything is read through one open descriptor of the directory: a concurrent export that swaps
+    another artifact into the same name (RENAME_EXCHANGE) cannot mix two artifacts' files in one check.
+    """
+    import hashlib
+    import stat
+
     try:
-        manifest = json.loads((Path(directory) / MANIFEST_FILE).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("producer") == PRODUCER
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        return f"cannot open it ({e.strerror})"
+
+    def opener(path, flags):
+        return os.open(path, flags | os.O_NOFOLLOW, dir_fd=fd)
+
+    try:
+        try:
+            with open(MANIFEST_FILE, "rb", opener=opener) as f:
+                manifest = json.loads(f.read())
+        except FileNotFoundError:
+            return f"no {MANIFEST_FILE}"
+        except (OSError, ValueError, RecursionError):
+            return f"{MANIFEST_FILE} is not readable JSON"
+        if not isinstance(manifest, dict) or manifest.get("producer") != PRODUCER:
+            return f"no {MANIFEST_FILE} written by hf-torchscript"
+        version = manifest.get("format_version", 1)
+        files = manifest.get("files") if isinstance(version, int) and version >= 2 else {"model.pt": manifest.get("sha256")}
+        if not isinstance(files, dict) or not files:
+            return f"{MANIFEST_FILE} lists no files with their sha256"
+        try:
+            present = set(os.listdir(fd)) - {MANIFEST_FILE}
+        except OSError as e:
+            return f"cannot list it ({e.strerror})"
+        extra = sorted(present - set(files))
+        if extra:
+            return f"it holds {extra[0]!r}, which its {MANIFEST_FILE} does not list"
+        for name, want in files.items():
+            try:
+                ok = isinstance(name, str) and name in present and stat.S_ISREG(
+                    os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+            except OSError:
+                ok = False
+            if not ok:
+                return f"{name!r}, listed in its {MANIFEST_FILE}, is missing or not a regular file"
+            h = hashlib.sha256()
+            try:
+                with open(name, "rb", opener=opener) as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError as e:
+                return f"cannot read {name!r} ({e.strerror})"
+            if h.hexdigest() != want:
+                return f"{name!r} does not match the sha256 its {MANIFEST_FILE} records (it was changed)"
+        return None
+    finally:
+        os.close(fd)
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -214,10 +277,11 @@ def check_destination(output_dir, force: bool, *, model: Path | None = None) -> 
                     f"OUTPUT_DIR {str(out)!r} exists and is not empty; pass {option('force', True)} to replace it, "
                     "or choose another directory"
                 )
-            if not is_artifact(out):
+            why = artifact_mismatch(out)
+            if why is not None:
                 raise ArtifactError(
-                    f"OUTPUT_DIR {str(out)!r} is not empty and is not an hf-torchscript artifact (no manifest.json "
-                    f"written by hf-torchscript); {option('force', True)} replaces only an empty directory or an earlier artifact: "
+                    f"OUTPUT_DIR {str(out)!r} is not empty and is not an hf-torchscript artifact ({why}); "
+                    f"{option('force', True)} replaces only an empty directory or an unchanged earlier artifact: "
                     "empty it yourself or choose another directory"
                 )
     parent = _existing_ancestor(resolved.parent)
@@ -227,6 +291,79 @@ def check_destination(output_dir, force: bool, *, model: Path | None = None) -> 
         raise ArtifactError(
             f"cannot write in {str(parent)!r} (read-only filesystem or no permission); choose a writable OUTPUT_DIR"
         )
+
+
+def as_path(value, what: str) -> Path:
+    """``value`` as a Path, or one OptionError line when it is not a str / os.PathLike (a number, None, a list)."""
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, (str, os.PathLike)) or (isinstance(value, str) and not value):
+        raise OptionError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__}: {repr(value)[:60]}")
+    return Path(value)
+
+
+def check_output_file(path, what: str, *, inputs=(), force: bool = True) -> Path:
+    """Refuse an output FILE we must not replace; returns it. Call before any work is done.
+
+    Allowed: a new name in an existing directory, or (with ``force``) an existing regular file that is
+    none of ``inputs``. Refused: a symlink, a directory, a device, a named pipe or a socket (a rename
+    would replace the node itself: ``/dev/full`` would become a regular file), and the input itself,
+    compared by inode so that another spelling, a symlink or a hard link of it is caught too.
+    """
+    import stat
+
+    out = Path(path)
+    shown = os.fspath(path)  # as the user spelt it
+    if out.is_symlink():
+        raise OptionError(f"{what} {shown!r} is a symlink to {os.readlink(out)!r}; the result is written to a new file "
+                          "renamed into place, which would replace the link: pass the real file path")
+    try:
+        st = os.stat(out)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OptionError(f"cannot use {what} {shown!r}: {e.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OptionError(f"{what} {shown!r} is a directory; pass the path of a file (a new name, or a file to replace)")
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+            raise OptionError(f"{what} {shown!r} is {kind}, not a regular file; write to stdout and redirect "
+                              "it there, or pass a file path")
+        for src in inputs:
+            try:
+                same = os.path.samefile(src, out)
+            except OSError:
+                same = False
+            if same:
+                raise OptionError(f"{what} {shown!r} is the input {str(src)!r} (the same file); writing it would "
+                                  "destroy the input: pass another path")
+        if not force:
+            raise OptionError(f"{what} {shown!r} exists; pass {option('force', True)} to replace it")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise OptionError(f"the folder of {what} {shown!r} does not exist; create it first")
+    return out
+
+
+def temp_name(path) -> Path:
+    """A hidden ``.NAME.tmp-PID-X`` beside ``path`` (same filesystem, so renaming it into place is atomic)."""
+    p = Path(path)
+    return _owned_name(p.resolve().parent / p.name, "tmp")
+
+
+def write_file(path, data: str | bytes) -> None:
+    """Write ``path`` whole: a temp file beside it, renamed over it (a regular file, or nothing) at the end."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _mb(n: float) -> str:

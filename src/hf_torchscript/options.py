@@ -42,6 +42,14 @@ TASK_NAMES = (
     "image-classification",
 )
 DTYPES = ("float32", "bfloat16", "float16")
+# optimum's and torch's other spellings of the same dtypes (optimum-cli export onnx --dtype fp16).
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32",
+                 "torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
+
+
+def dtype_name(text: str) -> str:
+    """``"bf16"`` -> ``"bfloat16"``: the canonical name of a dtype spelling, for --dtype (others pass through)."""
+    return DTYPE_ALIASES.get(text.strip().lower(), text) if isinstance(text, str) else text
 QUANTIZATIONS = ("dynamic-int8", "dynamic-int8-aten")  # quantize.SCHEMES says what each is
 BACKENDS = ("torchscript", "aoti", "neuronx", "neuron")
 NEURON_BACKENDS = ("neuronx", "neuron")
@@ -118,7 +126,8 @@ class ExportOptions:
     rtol: float = _opt(DEFAULT_RTOL, f"see --atol (default {DEFAULT_RTOL:g})", commands=("export", "validate"))
     untie_weights: bool = _opt(False, "store the LM head and the input embeddings as two tensors")
     dtype: str = _opt("float32", "compute dtype; bfloat16/float16 keep float32 inputs and outputs and are "
-                      "validated by cosine against float32 eager", choices=DTYPES)
+                      "validated by cosine against float32 eager (also spelt fp32, bf16, fp16)", choices=DTYPES,
+                      parse=dtype_name)
     quantize: str | None = _opt(None, "int8 nn.Linear layers with per-channel weight scales; the layers int8 hurts "
                                 "most (measured on real text) stay float32; validated by cosine against float32 "
                                 "eager. dynamic-int8: torch.ao kernels (fast); dynamic-int8-aten: plain aten ops, "
@@ -312,6 +321,9 @@ def _check_types(opts: ExportOptions) -> None:
             )
         if origin is float:
             object.__setattr__(opts, f.name, float(value))
+        if f.name == "dtype":
+            value = dtype_name(value)
+            object.__setattr__(opts, f.name, value)
         choices = f.metadata.get("choices")
         # An unknown task gets tasks.get_task's message (it lists what each task is for).
         if choices and value not in choices and f.name != "task":

@@ -2,9 +2,10 @@
 
 The library never prints on its own: ``export(..., progress=fn)`` and ``validate(..., progress=fn)``
 call ``fn(Step(...))`` when a step starts and after each unit of work in it (one trace per shape
-bucket, one validation case). ``None`` (the default) reports nothing. The CLI passes a
-``TerminalProgress`` (one line on stderr, rewritten in place) only when stderr is a terminal and
-``--quiet`` is not given, so logs and pipes stay clean; its final summary line goes to stdout as before.
+bucket, one validation case). ``None`` (the default) reports nothing. Unless ``--quiet``, the CLI passes a
+``TerminalProgress`` (one stderr line, rewritten in place) when stderr is a terminal, else a
+``LineProgress`` (one stderr line per step, with the elapsed time: CI logs see each step as it starts);
+the summary goes to stdout.
 
     >>> seen = []
     >>> hts.export("model/", "out/", progress=seen.append)  # doctest: +SKIP
@@ -88,8 +89,39 @@ class TerminalProgress:
         self.close()
 
 
-def for_terminal(quiet: bool = False, stream: TextIO | None = None) -> TerminalProgress | None:
-    """A TerminalProgress when ``stream`` (stderr) is an interactive terminal and not ``quiet``, else None."""
+class LineProgress:
+    """A progress printer for logs and pipes: one line per step (and one when a counted step ends), with the
+    time since start, so a CI log shows where a 20-minute export is. Never rewrites a line."""
+
+    def __init__(self, stream: TextIO | None = None, *, width: int = 160):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.start = time.perf_counter()
+        self.last: tuple | None = None
+
+    def __call__(self, step: Step) -> None:
+        # A counted step (validate 1/20, 2/20 ...) prints when it starts and when it ends, not per unit.
+        key = (step.stage, step.detail if not step.total else "")
+        finished = bool(step.total) and step.done >= step.total
+        if key == self.last and not finished:
+            return
+        self.last = key if not finished else None
+        line = f"[{time.perf_counter() - self.start:6.1f}s] {step}"
+        if len(line) > self.width:
+            line = line[: self.width - 3] + "..."
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed log must not fail the export
+            pass
+
+    def close(self) -> None:
+        pass
+
+
+def for_terminal(quiet: bool = False, stream: TextIO | None = None) -> TerminalProgress | LineProgress | None:
+    """The CLI's progress on ``stream`` (stderr): a line rewritten in place on a terminal, one line per step
+    elsewhere (logs, pipes, CI); None when ``quiet``."""
     stream = stream if stream is not None else sys.stderr
     if quiet:
         return None
@@ -97,4 +129,4 @@ def for_terminal(quiet: bool = False, stream: TextIO | None = None) -> TerminalP
         interactive = stream.isatty()
     except (AttributeError, ValueError):  # a closed or fake stream
         return None
-    return TerminalProgress(stream) if interactive else None
+    return TerminalProgress(stream) if interactive else LineProgress(stream)

@@ -125,8 +125,15 @@ def benchmark(
     Example:
         >>> hts.benchmark("out/bert-dir", output_dir="bench/results", variants=["ts-dynamic", "onnxruntime"])  # doctest: +SKIP
     """
-    from ..errors import OptionError, require_extra
+    from ..errors import OptionError, option, require_extra
 
+    # Counts first: threads=0 used to fail inside torch ("internal error"), rounds=0 to measure nothing for minutes.
+    for name, value, least in (("rounds", rounds, 1), ("warmup", warmup, 0), ("mixed_requests", mixed_requests, 0),
+                               ("mixed_batch", mixed_batch, 1), ("mixed_rounds", mixed_rounds, 1), ("threads", threads, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise OptionError(f"{option(name)} must be an integer >= {least}, got {value!r}")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+        raise OptionError(f"{option('max_length')} must be a positive integer, got {max_length!r}")
     require_extra("export", "benchmark", "transformers")  # before minutes of measuring
     wanted = list(variants or ALL_VARIANTS)
     unknown = [v for v in wanted if v not in ALL_VARIANTS]

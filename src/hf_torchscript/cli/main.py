@@ -15,8 +15,10 @@ import sys
 import typing
 import warnings
 
+from ..deprecation import QUANTIZED_DEPRECATED
 from ..errors import HFTorchScriptError, OptionError
 from ..options import TASK_NAMES, ExportOptions, flag
+from ..textinput import check_text
 
 
 def _err(msg: str) -> None:
@@ -98,15 +100,18 @@ def cmd_export(a) -> int:
                 _err(f"warning: {w.message}")
             else:  # everything else as Python would have shown it
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    print(result)
+    print("\n".join(result.lines()))
     return 0
 
 
 def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
     try:
-        return tuple((int(b), int(l)) for b, l in (x.lower().split("x") for x in text.split(",") if x.strip()))
+        pairs = tuple((int(b), int(l)) for b, l in (x.lower().split("x") for x in text.split(",") if x.strip()))
     except ValueError:
         raise ValueError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
+    if not pairs or any(b < 1 or n < 1 for b, n in pairs):
+        raise ValueError(f"expected positive BATCHxLENGTH pairs like 1x16,8x128, got {text!r}")
+    return pairs
 
 
 def cmd_bench(a) -> int:
@@ -115,6 +120,9 @@ def cmd_bench(a) -> int:
     # Before minutes of measuring. The bench extra's packages (onnxruntime, matplotlib...) are optional:
     # benchmark() lists the missing ones before it starts and measures what it can.
     require_extra("export", "bench", "transformers")
+    # torch.profiler's kineto prints "USDT: ... profiler_start/stop" lines at every profile (the bench's
+    # top-ops table); 6 is above its highest level. Kineto reads it when the profiler starts.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from ..bench import benchmark
 
     report = benchmark(
@@ -142,14 +150,24 @@ def cmd_bench(a) -> int:
 
 
 def cmd_run(a) -> int:
+    # Everything that can be checked without torch is checked first: a mistyped path or a bad text
+    # answers in a fraction of a second, not after `import torch` (seconds, tens on a busy machine).
+    from ..atomic import check_output_file
+    from ..runtime.artifact import read_manifest
+
+    if a.output not in (None, "-"):
+        check_output_file(a.output, "--output", inputs=[a.input] if a.input not in (None, "-") else [])
+    inputs = _run_inputs(a)
+    read_manifest(a.output_dir)
+
     import torch
 
     from . import display
     from ..runtime.model import NonFiniteOutputWarning, TruncationWarning, load
 
-    inputs = _run_inputs(a)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=QUANTIZED_DEPRECATED)
         model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if a.similarity and model.task != "sentence-embedding":
@@ -208,7 +226,12 @@ def _run_inputs(a) -> list:
     if a.input is not None:
         items = _read_inputs(a.input, a.input_format)
     else:
-        items = list(a.texts)
+        items = [check_text(t, f"TEXT {i}") for i, t in enumerate(a.texts, 1)]
+        if a.pair is not None:
+            for i, t in enumerate(a.pair, 1):
+                check_text(t, f"--pair {i}")
+        for i, t in enumerate(a.choice or (), 1):
+            check_text(t, f"--choice {i}")
     if not items:
         raise OptionError("no input texts; pass at least one TEXT after OUTPUT_DIR, or --input FILE (- for stdin)")
     if a.pair is not None:
@@ -238,7 +261,8 @@ def _read_inputs(path: str, fmt: str) -> list:
     if fmt == "auto":
         fmt = "jsonl" if path.endswith((".jsonl", ".ndjson")) else "text"
     if fmt == "text":
-        return [line for line in lines if line.strip()]  # blank lines are separators, not empty texts
+        # Blank lines are separators, not empty texts.
+        return [check_text(line, f"--input {path!r} line {n}") for n, line in enumerate(lines, 1) if line.strip()]
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -248,6 +272,19 @@ def _read_inputs(path: str, fmt: str) -> list:
         except json.JSONDecodeError as e:
             raise OptionError(f"--input {path!r} line {n} is not JSON ({e.msg}); give one JSON string or "
                               '{"text": ...} object per line, or --input-format text') from None
+        except RecursionError:
+            raise OptionError(f"--input {path!r} line {n} nests JSON arrays/objects too deeply to read; give one JSON "
+                              'string or {"text": ...} object per line') from None
+        where = f"--input {path!r} line {n}"
+        if isinstance(x, dict):
+            for key in ("text", "pair"):
+                if isinstance(x.get(key), str):
+                    check_text(x[key], f"{where} {key!r}")
+            if isinstance(x.get("choices"), list):
+                for c in x["choices"]:
+                    check_text(c if isinstance(c, str) else str(c), f"{where} choice")
+        elif isinstance(x, str):
+            check_text(x, where)
         if isinstance(x, str):
             items.append(x)
         elif isinstance(x, dict) and isinstance(x.get("text"), str):
@@ -265,17 +302,14 @@ def _read_inputs(path: str, fmt: str) -> list:
 
 def _write(text: str, path: str | None) -> None:
     """stdout, or FILE written whole (a temp file renamed into place: never half a result)."""
+    from ..atomic import write_file
+
     if path is None or path == "-":
         sys.stdout.write(text)
         return
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_file(path, text)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise OptionError(f"cannot write --output {path!r}: {e.strerror or e}") from None
 
 
@@ -394,6 +428,29 @@ def _positive(text: str) -> int:
     return n
 
 
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return n
+
+
+def _int_range(low: int, high: int):
+    def convert(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = low - 1
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
+        return n
+    convert.__name__ = "integer"
+    return convert
+
+
 def _add_serving_commands(sub) -> None:
     m = sub.add_parser("map", help="run an artifact over a JSONL/Parquet/CSV file (in-process or on Ray Data); "
                        "writes Parquet")
@@ -433,7 +490,7 @@ def _add_serving_commands(sub) -> None:
     t.add_argument("artifact", metavar="ARTIFACT")
     t.add_argument("repo", metavar="REPO", help="model repository folder (created, or added to)")
     t.add_argument("--name", default=None, help="model name (default: the artifact folder's name)")
-    t.add_argument("--max-batch-size", type=int, default=8, metavar="N",
+    t.add_argument("--max-batch-size", type=_int_range(0, 2**31 - 1), default=8, metavar="N",
                    help="Triton's max_batch_size: rows per batched request (default 8)")
     t.add_argument("--instances", type=_positive, default=1, metavar="N", help="CPU instances of the model (default 1)")
     t.add_argument("--with-tokenizer", action="store_true",
@@ -442,8 +499,50 @@ def _add_serving_commands(sub) -> None:
     t.set_defaults(func=cmd_triton)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt flag, command or choice (Python 3.11's argparse has none)."""
+
+    argv: typing.ClassVar[list[str]] = []  # the command line being parsed: an unknown flag is matched against its command's flags
+
+    def error(self, message: str):
+        super().error(message + self._suggestion(message))
+
+    def _flags_and_choices(self) -> tuple[list[str], list[str]]:
+        flags, choices = [], []
+        for action in self._actions:
+            flags += action.option_strings
+            if isinstance(action, argparse._SubParsersAction):
+                command = next((w for w in _Parser.argv if w in action.choices), None)
+                choices += list(action.choices)
+                if command is not None:  # the top-level parser reports the command's unknown flags
+                    flags += [o for a in action.choices[command]._actions for o in a.option_strings]
+            elif action.choices:
+                choices += [str(c) for c in action.choices]
+        return flags, choices
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+        import re
+
+        flags, choices = self._flags_and_choices()
+        m = re.search(r"unrecognized arguments: (.*)", message)
+        if m:
+            for word in m.group(1).split():
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+                    if close:
+                        return f" (did you mean {close[0]}?)"
+            return ""
+        m = re.search(r"invalid choice: '([^']*)'", message)
+        if m:
+            close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+            if close:
+                return f" (did you mean {close[0]!r}?)"
+        return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hf-torchscript",
         description="Export Hugging Face Transformers models to validated TorchScript artifacts.",
     )
@@ -470,13 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all)")
     b.add_argument("--grid", type=_flag_type(_shape_list), default=None, metavar="BxL,...",
                    help="fixed shapes (default 1x16,1x128,8x128,1x512)")
-    b.add_argument("--rounds", type=int, default=5)
-    b.add_argument("--warmup", type=int, default=2)
-    b.add_argument("--mixed-requests", type=int, default=64, help="requests in the mixed-length workload (0: skip)")
-    b.add_argument("--mixed-batch", type=int, default=8)
-    b.add_argument("--mixed-rounds", type=int, default=3)
-    b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--max-length", type=int, default=None)
+    # Counts are checked here, before torch is imported (the library checks them again for Python callers).
+    b.add_argument("--rounds", type=_positive, default=5)
+    b.add_argument("--warmup", type=_non_negative, default=2)
+    b.add_argument("--mixed-requests", type=_non_negative, default=64, help="requests in the mixed-length workload (0: skip)")
+    b.add_argument("--mixed-batch", type=_positive, default=8)
+    b.add_argument("--mixed-rounds", type=_positive, default=3)
+    b.add_argument("--threads", type=_positive, default=2)
+    b.add_argument("--max-length", type=_positive, default=None)
     b.add_argument("--accuracy-model", default=None, metavar="MODEL",
                    help="trained model whose variants are checked on real text (default: MODEL; 'none': skip)")
     b.add_argument("--accuracy-task", choices=TASK_NAMES, default=None, help="task of --accuracy-model")
@@ -575,9 +675,39 @@ def optional_values(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a Namespace; `run`'s TEXTs may come before, between or after its flags."""
     argv = optional_values(sys.argv[1:] if argv is None else list(argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _Parser.argv = argv
+    if argv and argv[0] == "run":
+        # `run OUT --json "a" "b"`: argparse's plain parsing stops collecting TEXTs at the first flag.
+        # The intermixed parser collects every positional wherever it stands (subparsers cannot use it,
+        # so the run command's own parser does, on the words after "run").
+        run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+        args = run.parse_intermixed_args(argv[1:])
+        args.command = "run"
+        return args
+    return parser.parse_args(argv)
+
+
+def _quiet_third_party() -> None:
+    """Other libraries' import-time log lines that say nothing to our users (the CLI owns its process).
+
+    torchao logs "Failed to load ..._C_mxfp8...so" and "Detected no triton" on CPU machines, and torch's
+    pytree logs a deprecation of torchao's own Enum registration: four lines before every export's output.
+    Errors still show. The quantized-tensor deprecation notice of int8 modules is filtered where they load.
+    """
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=QUANTIZED_DEPRECATED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _quiet_third_party()
     debug = bool(os.environ.get("HF_TORCHSCRIPT_DEBUG"))
     try:
         code = args.func(args)

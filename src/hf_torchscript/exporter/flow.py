@@ -63,6 +63,24 @@ class ExportResult:
             text += f"; {TORCHSCRIPT_NOTICE}"  # said once per export; each torch.jit call is quiet (deprecation.py)
         return text
 
+    def lines(self) -> list[str]:
+        """The summary as the CLI prints it: a headline, then shapes, validation, text check, note (one each)."""
+        s = self.manifest["shapes"]
+        v = self.validation
+        text = v._text_summary()
+        validation = v.summary()
+        if text and validation.endswith(text):
+            validation = validation[: -len(text)]
+        out = [(f"exported {self.manifest['model_type']} ({self.manifest['task']}) to {self.output_dir} "
+                f"in {self.seconds:.1f}s"),
+               f"  shapes: {self.strategy}, lengths 1..{s['max_length']}",
+               f"  {validation}"]
+        if v.text:
+            out.append(f"  {v.text['summary']}")
+        if self.manifest.get("format", "torchscript") == "torchscript":
+            out.append(f"  {TORCHSCRIPT_NOTICE}")
+        return out
+
 
 @interruptible()  # SIGTERM cleans up like Ctrl-C while an export runs; the previous handler comes back
 def export(model, output_dir, *, task: str | None = None, tokenizer=None, force: bool = False,

@@ -16,8 +16,6 @@ import os
 import zipfile
 from pathlib import Path
 
-import torch
-
 from .. import atomic
 from ..deprecation import jit_api
 from ..errors import ArtifactError, option
@@ -174,6 +172,8 @@ def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_lo
         sdk_import = get_backend(manifest["backend"]).import_sdk
         if sdk_import is not None:
             sdk_import()
+    import torch  # here, not at the top: `info`, `run`'s first checks and C++ users read manifests without torch
+
     try:
         with jit_api():
             module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location)

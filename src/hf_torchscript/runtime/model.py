@@ -17,7 +17,9 @@ from typing import Sequence
 import torch
 
 from .artifact import load_module
-from ..errors import ArtifactError, InputError, option
+from ..errors import ArtifactError, InputError, OptionError, option
+from ..atomic import as_path
+from ..textinput import check_inputs, check_text
 from .fusion import onednn_fusion, wanted as _fusion_wanted
 
 
@@ -167,9 +169,11 @@ class ExportedModel:
             texts = [texts]
         if len(texts) == 0:
             raise InputError("no input texts; pass at least one string")
-        for t in texts:
-            if not isinstance(t, str):
-                raise InputError(f"inputs must be strings, got {type(t).__name__}")
+        for i, t in enumerate(texts):
+            check_text(t, f"input {i}")
+        if pairs is not None:
+            for i, t in enumerate(pairs):
+                check_text(t, f"input {i}'s text_pair")
         if pairs is not None:
             encs = self.tokenizer.encode_batch(list(zip(texts, pairs)))
         else:
@@ -217,10 +221,10 @@ class ExportedModel:
             raise InputError("pass texts or tensors, not both")
         from . import postprocess
 
-        return postprocess.run_task(self, texts, top_k=top_k)
+        return postprocess.run_task(self, check_inputs(texts), top_k=top_k)
 
 
-def load(directory, *, verify: bool = True, truncation: str = "warn") -> ExportedModel:
+def load(directory, *, verify: bool = True, truncation: str = "warn", **unknown) -> ExportedModel:
     """Load an artifact directory.
 
     Args:
@@ -230,7 +234,21 @@ def load(directory, *, verify: bool = True, truncation: str = "warn") -> Exporte
 
     Raises:
         ArtifactError: missing files, unknown format version, sha256 mismatch.
+        OptionError: ``directory`` is not a path; an unknown keyword (one line, not Python's TypeError).
     """
+    if unknown:
+        import difflib
+
+        key = next(iter(unknown))
+        if key == "device":
+            raise OptionError(f"load() takes no device: an artifact runs on the CPU (TorchScript traced on CPU, or "
+                              f"an AOTInductor package compiled for this CPU); got device={unknown[key]!r}")
+        close = difflib.get_close_matches(key, ["verify", "truncation"], n=1)
+        raise OptionError(f"load() got an unknown keyword {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + "; it takes verify=True|False and truncation='warn'|'error'")
+    as_path(directory, "load()'s directory")
+    if not isinstance(verify, bool):
+        raise OptionError(f"verify must be True or False, got {verify!r}")
     return ExportedModel(directory, verify=verify, truncation=truncation)
 
 

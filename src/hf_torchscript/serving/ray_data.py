@@ -24,7 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import atomic
 from ..errors import ArtifactError, InputError, OptionError, option, require_extra
+from ..textinput import text_problem
 
 ERROR_COLUMN = "error"
 # Rows per Predictor call = SORT_WINDOW x batch_size in `hf-torchscript map`: the window inside which
@@ -202,7 +204,8 @@ def _row_error(value, column: str) -> str | None:
         return f"column {column!r} must be a string, got {type(value).__name__}: {str(value)[:40]}"
     if not value.strip():
         return f"column {column!r} is empty"
-    return None
+    why = text_problem(value)  # a JSON "\ud800" escape gives a lone surrogate, which tokenizers refuse
+    return f"column {column!r} {why}" if why else None
 
 
 # -- output columns per task: (name, pyarrow type or a function of all rows, value from one row) -------
@@ -339,6 +342,8 @@ def parse_jsonl(lines, column: str, pair_column: str | None = None):
             obj = json.loads(line)
         except ValueError as e:
             obj, reason = {}, f"the line is not valid JSON ({getattr(e, 'msg', e)}): {line[:40]!r}"
+        except RecursionError:
+            obj, reason = {}, f"the line nests JSON too deeply to read: {line[:40]!r}"
         if not isinstance(obj, dict):
             obj, reason = {}, f"the line is a JSON {type(obj).__name__}, not an object: {line[:40]!r}"
         for c in (column, pair_column):
@@ -390,9 +395,8 @@ class MapReport:
     engine: str
 
     def __str__(self) -> str:
-        rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
         return (f"mapped {self.rows} rows ({self.errors} with errors) in {self.seconds:.1f}s "
-                f"({rate:.0f} rows/s, {self.engine}) -> {self.output}")
+                f"({rate_text(self.rows, self.seconds)} rows/s, {self.engine}) -> {self.output}")
 
 
 def map_file(artifact, input, output, *, column: str = "text", pair_column: str | None = None,
@@ -425,16 +429,20 @@ def map_file(artifact, input, output, *, column: str = "text", pair_column: str 
         require_extra("ray", "hf-torchscript map --ray", "ray.data")
     elif workers is not None:
         raise OptionError(f"{option('workers')} needs {option('use_ray', True)} (without it the model runs in this process)")
-    src, dst = Path(input), Path(output)
+    src, dst = atomic.as_path(input, "input"), atomic.as_path(output, "output")
+    atomic.as_path(artifact, "artifact")
     fmt = FORMATS.get(src.suffix.lower())
     if fmt is None:
         raise OptionError(f"cannot tell the format of {str(src)!r} from its suffix; use one of {', '.join(FORMATS)}")
     if not src.is_file():
         raise InputError(f"INPUT {str(src)!r} does not exist or is not a file")
-    if dst.exists() and not force:
-        raise OptionError(f"OUTPUT {str(dst)!r} exists; pass {option('force', True)} to replace it")
-    if not dst.resolve().parent.is_dir():
-        raise OptionError(f"the folder of OUTPUT {str(dst)!r} does not exist; create it first")
+    # Not a directory, device, pipe or link, and never the input itself (by inode: hard links too).
+    atomic.check_output_file(dst, "OUTPUT", inputs=[src], force=force)
+    if use_ray and workers is not None and not os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        if not ray.is_initialized():  # a local cluster would start: check this machine before it takes a minute
+            _check_local_cpus(workers, threads or 1)
     _check_columns(src, fmt, [c for c in (column, pair_column) if c])
     # Built here too, before any worker starts, so a bad artifact, task or column fails at once.
     predictor = Predictor(artifact, column=column, pair_column=pair_column, batch_size=batch_size, top_k=top_k,
@@ -548,12 +556,26 @@ def _ray_batches(src: str, fmt: str, predictor_kwargs: dict, window: int, worker
             ray.shutdown()
 
 
+def _check_local_cpus(workers: int, per: int) -> None:
+    """The check _ray_batches makes against the cluster, made against this machine before a local one starts."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers * per + 1 > cpus:
+        raise OptionError(f"--workers {workers} x --threads {per} needs {workers * per + 1} CPUs (each actor reserves "
+                          f"its threads, one CPU reads the input); this machine has {cpus}: pass fewer workers, or set "
+                          "RAY_ADDRESS to a larger cluster")
+
+
 def _check_columns(src: Path, fmt: str, wanted: list[str]) -> None:
     """A column absent from the whole input is a wrong --column, not a thousand row errors."""
     if fmt == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        have = pq.ParquetFile(src).schema_arrow.names
+        try:
+            have = pq.ParquetFile(src).schema_arrow.names
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(f"cannot read INPUT {str(src)!r} as parquet ({str(e).splitlines()[0][:200]}); pass a "
+                             "Parquet file, or give the file the suffix of its format") from None
     elif fmt == "csv":
         with open(src, encoding="utf-8", errors="replace") as f:
             import csv
@@ -565,7 +587,7 @@ def _check_columns(src: Path, fmt: str, wanted: list[str]) -> None:
             for line in f:
                 try:
                     obj = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(obj, dict):
                     have += [k for k in obj if k not in have]
@@ -597,7 +619,7 @@ class _ParquetSink:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.resolve().parent / f".{path.name}.tmp-{os.getpid()}"
+        self.tmp = atomic.temp_name(path)
         self.writer = None
         self.rows = self.errors = 0
 
@@ -626,12 +648,14 @@ class _ParquetSink:
         self.errors += table.num_rows - table.column(ERROR_COLUMN).null_count
 
     def __exit__(self, exc_type, exc, tb):
-        if self.writer is not None:
-            self.writer.close()
-        if exc_type is None and self.rows:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            if exc_type is None and self.rows:
+                os.replace(self.tmp, self.path)
+        finally:
+            if os.path.lexists(self.tmp):  # failed, interrupted, or nothing to write: no leftover temp file
+                self.tmp.unlink()
         return False
 
 
@@ -639,6 +663,7 @@ class _Progress:
     def __init__(self, total: int | None, enabled: bool):
         self.total, self.enabled = total, enabled
         self.rows = self.errors = 0
+        self.shown = -1  # rows in the last line printed: the final line is printed once, not again
         self.t0 = self.last = time.perf_counter()
         self.tty = sys.stderr.isatty()
 
@@ -651,12 +676,24 @@ class _Progress:
             self._print(end="\r" if self.tty else "\n")
 
     def done(self) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.shown != self.rows:
             self._print(end="\n")
+        elif self.tty:
+            print(file=sys.stderr, flush=True)  # end the line the last update drew
 
     def _print(self, end: str) -> None:
+        self.shown = self.rows
         elapsed = time.perf_counter() - self.t0
         of = f"/{self.total} ({100 * self.rows / self.total:.0f}%)" if self.total else ""
-        rate = self.rows / elapsed if elapsed > 0 else 0.0
-        print(f"map: {self.rows}{of} rows, {self.errors} errors, {rate:.0f} rows/s", end=end, file=sys.stderr,
-              flush=True)
+        print(f"map: {self.rows}{of} rows, {self.errors} errors, {rate_text(self.rows, elapsed)} rows/s", end=end,
+              file=sys.stderr, flush=True)
+
+
+def rate_text(rows: int, seconds: float) -> str:
+    """Rows per second with the digits that matter: 1234, 12.5, 0.25 (never "0" for a slow but real rate)."""
+    if seconds <= 0:
+        return "-"
+    rate = rows / seconds
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 1 else f"{rate:.2g}"

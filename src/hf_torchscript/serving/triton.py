@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import atomic
 from ..errors import ArtifactError, OptionError, option, require_extra
 
 BATCH_AXIS = "batch_size"
@@ -45,6 +46,9 @@ class TritonRepository:
     def __str__(self) -> str:
         return (f"wrote Triton model{'s' if len(self.models) > 1 else ''} {', '.join(self.models)} into {self.repo} "
                 f"(start: tritonserver --model-repository {self.repo})")
+
+
+_INT32_MAX = 2**31 - 1
 
 
 def write_repository(artifact, repo, *, name: str | None = None, max_batch_size: int = 8, instances: int = 1,
@@ -69,17 +73,22 @@ def write_repository(artifact, repo, *, name: str | None = None, max_batch_size:
     require_extra("triton", "hf-torchscript triton", "tritonclient.grpc.model_config_pb2", "google.protobuf")
     from ..runtime.artifact import MODEL_FILE, read_manifest, sha256_file, verify
 
-    src = Path(artifact)
+    src = atomic.as_path(artifact, "artifact")
+    atomic.as_path(repo, "repo")
+    if name is not None and not isinstance(name, str):
+        raise OptionError(f"name must be a string, got {type(name).__name__}")
     manifest = read_manifest(src)
     _check_supported(src, manifest)
     verify(src, manifest)
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", src.resolve().name)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise OptionError(f"model name {name!r} is not a plain folder name; use letters, digits, _ . -")
-    if max_batch_size < 0:
-        raise OptionError(f"--max-batch-size must be 0 or more, got {max_batch_size}")
-    if instances < 1:
-        raise OptionError(f"--instances must be 1 or more, got {instances}")
+    # Triton keeps both as int32; a larger value fails deep inside protobuf.
+    if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or not 0 <= max_batch_size <= _INT32_MAX:
+        raise OptionError(f"{option('max_batch_size')} must be an integer from 0 to {_INT32_MAX} (Triton's int32), "
+                          f"got {max_batch_size!r}")
+    if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= _INT32_MAX:
+        raise OptionError(f"{option('instances')} must be an integer from 1 to {_INT32_MAX}, got {instances!r}")
     batching = _batch_axis_leads(manifest) and max_batch_size > 0
     if with_tokenizer:
         _check_tokenizer_inputs(manifest)
@@ -121,12 +130,14 @@ def write_repository(artifact, repo, *, name: str | None = None, max_batch_size:
 
 def _check_supported(src: Path, manifest: dict) -> None:
     backend = manifest.get("backend", "torchscript")
+    # The format first: an AOTInductor artifact's backend is "aoti", which is not AWS Neuron.
+    if manifest.get("format", "torchscript") != "torchscript" or backend == "aoti" or (
+            not (src / "model.pt").is_file() and any(src.glob("*.pt2"))):
+        raise ArtifactError(f"{src} holds an AOTInductor package (.pt2), not TorchScript; Triton's pytorch_libtorch "
+                            "platform loads model.pt only: export with --backend torchscript")
     if backend != "torchscript":
         raise ArtifactError(f"{src} was compiled for {backend} (AWS Neuron); Triton's libtorch backend cannot run it: "
                             "export with --backend torchscript")
-    if not (src / "model.pt").is_file() and any(src.glob("*.pt2")):
-        raise ArtifactError(f"{src} holds an AOTInductor package (.pt2), not TorchScript; Triton's pytorch_libtorch "
-                            "platform loads model.pt only: export with --backend torchscript")
     bf16 = [t["name"] for t in manifest["inputs"] + manifest["outputs"] if t["dtype"] == "bfloat16"]
     if bf16:
         raise ArtifactError(f"{', '.join(bf16)} are bfloat16, which Triton's PyTorch backend has no type for: export "

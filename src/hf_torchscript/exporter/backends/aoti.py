@@ -13,7 +13,8 @@ back to ``buckets`` as for TorchScript, and the manifest says why: one export pe
 ``manifest["aoti"]["models"]``; the runtimes pad to the smallest bucket that fits.
 
 Input checks live in the runtimes (pt2.py, cpp/hf_torchscript.hpp): see pt2.py for what a compiled
-package does with bad input. The graph keeps one guard, the value range of the id inputs.
+package does with bad input. The graph keeps two guards for callers that bypass them: the value range
+of the id inputs, and the sequence length (<= max length).
 """
 
 from __future__ import annotations
@@ -50,10 +51,17 @@ class RangeGuard(torch.nn.Module):
     the .pt2 without our runtimes (which check first, with the offending values in the message).
     """
 
-    def __init__(self, inner: torch.nn.Module, specs):
+    def __init__(self, inner: torch.nn.Module, specs, max_length: int | None = None):
         super().__init__()
         self.inner = inner
         self.checks = [(i, s.name, *s.value_range) for i, s in enumerate(specs) if s.value_range is not None]
+        # Lengths too. The Dim's range [1, max] is not checked at run time by the compiled package (AOTInductor
+        # checks sizes only with AOTI_RUNTIME_CHECK_INPUTS=1, which also refuses batch 1). Measured without
+        # this: a raw model.pt2 returned outputs for 40 tokens past a max length of 32, and a GPT-2 past its
+        # positions aborted the process. ``arange(n).max()`` is data to the compiler, so the check stays.
+        self.lengths = [(i, s.name, s.shape.index(axis)) for i, s in enumerate(specs) if max_length
+                        for axis in ("sequence_length", "decoder_sequence_length") if axis in s.shape]
+        self.max_length = max_length
 
     def forward(self, *tensors: torch.Tensor):
         for i, name, lo, hi in self.checks:
@@ -62,6 +70,13 @@ class RangeGuard(torch.nn.Module):
                 ((t >= lo) & (t < hi)).all(),
                 f"hf-torchscript: input {name} holds a value outside [{lo}, {hi}); "
                 "encode text with the tokenizer shipped with the artifact",
+            )
+        for i, name, axis in self.lengths:
+            t = tensors[i]
+            torch._assert_async(
+                torch.arange(t.shape[axis], device=t.device).max() < self.max_length,
+                f"hf-torchscript: input {name} is longer than this artifact's max length {self.max_length}; "
+                "truncate it (the tokenizer shipped with the artifact does, with truncation to the max length)",
             )
         return self.inner(*tensors)
 
@@ -245,7 +260,7 @@ class Pt2Build:
             "package": PT2_FILE,
             "models": self.models,
             "input_checks": "in the runtimes (hf_torchscript.runtime.pt2, cpp/hf_torchscript.hpp) from this manifest; "
-                            "value ranges also asserted in the graph",
+                            "value ranges and lengths also asserted in the graph",
             "cpu_isa": self.loaded.runners[0].get_metadata().get("AOTI_CPU_ISA"),
             "machine": platform.machine(),
             "torch": torch.__version__,
@@ -290,7 +305,7 @@ def build(p, strategy: str, tracer_warnings: list[str], *, progress=None):
     if strategy == "static" and not p.has_sequence:
         strategy = "dynamic"  # only the batch varies, and it stays dynamic
     lengths, traced_at, _ = plan(p, strategy)
-    module = RangeGuard(p.wrapper, p.specs).eval()
+    module = RangeGuard(p.wrapper, p.specs, p.max_length).eval()
     t0 = time.perf_counter()
     if strategy == "dynamic":
         L0 = max(2, traced_at[0][1]) if p.has_sequence and p.max_length >= 2 else traced_at[0][1]
