@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / "src" / "hf_torchscript"
 
 # Lowest first. A module's layer is its first dotted part (a subpackage) or, for a top-level module, its name.
 LAYERS = [
-    {"errors", "deprecation", "compat", "progress", "atomic", "texts", "version", "data"},
+    {"errors", "deprecation", "compat", "progress", "atomic", "texts", "textinput", "version", "data"},
     {"options"},
     {"tasks", "architectures"},
     {"runtime"},
