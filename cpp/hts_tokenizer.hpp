@@ -23,6 +23,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "hts_unicode_compat.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -200,9 +202,26 @@ inline bool is_whitespace(char32_t c) {
   return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP;
 }
 
+// The crate's three classes from the `unicode_categories` crate (punctuation, "other", non-spacing
+// mark) use tables older than utf8proc's; hts_unicode_compat.hpp (generated against the Python
+// library by scripts/gen_unicode_compat.py) lists the code points where they disagree.
 inline bool is_punctuation(char32_t c) {
   auto cat = category(c);
-  return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
+  if (cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO) return !tok_compat::in(tok_compat::punct_remove, c);
+  return tok_compat::in(tok_compat::punct_add, c);
+}
+
+inline bool is_other(char32_t c) {  // Cc, Cf, Co, Cs; unassigned code points stay
+  auto cat = category(c);
+  if (cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CO ||
+      cat == UTF8PROC_CATEGORY_CS)
+    return !tok_compat::in(tok_compat::other_remove, c);
+  return tok_compat::in(tok_compat::other_add, c);
+}
+
+inline bool is_mark_nonspacing(char32_t c) {
+  if (category(c) == UTF8PROC_CATEGORY_MN) return !tok_compat::in(tok_compat::mn_remove, c);
+  return tok_compat::in(tok_compat::mn_add, c);
 }
 
 // BERT's punctuation: ASCII punctuation (includes $+<=>^`|~, which are symbols in Unicode) or P*.
@@ -211,11 +230,6 @@ inline bool is_bert_punctuation(char32_t c) {
   return is_punctuation(c);
 }
 
-inline bool is_alphanumeric(char32_t c) {
-  auto cat = category(c);
-  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
-         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
-}
 
 inline bool is_chinese_char(char32_t c) {
   return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
@@ -271,7 +285,7 @@ inline std::string unicode_normalize(const std::string& s, const std::string& fo
 inline std::string strip_marks(const std::string& s) {  // drops Mn (non-spacing marks)
   u32 out;
   for (char32_t c : to_u32(s))
-    if (c < 0x300 || category(c) != UTF8PROC_CATEGORY_MN) out.push_back(c);
+    if (c < 0x300 || !is_mark_nonspacing(c)) out.push_back(c);
   return to_utf8(out);
 }
 
@@ -331,6 +345,17 @@ class Regex {
   pcre2_code* code_ = nullptr;
   bool jit_ = false;
 };
+
+// char::is_alphanumeric: the Alphabetic property (letters, Nl and the Other_Alphabetic marks, which
+// utf8proc does not expose, so PCRE2's Unicode tables answer) or a number. Only single_word added
+// tokens ask, once per match.
+inline bool is_alphanumeric(char32_t c) {
+  if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  static const Regex re(R"(^[\p{Alphabetic}\p{N}]$)");
+  std::string s;
+  append_utf8(s, c);
+  return !re.find_all(s).empty();
+}
 
 // Rust-regex/onig escaping of a literal pattern.
 inline std::string regex_escape(const std::string& s) {
@@ -507,13 +532,7 @@ struct BertNormalizer : Normalizer {
     for (char32_t c : in) {
       if (clean_text) {
         if (c == 0 || c == 0xFFFD) continue;
-        if (c != '\t' && c != '\n' && c != '\r') {
-          auto cat = category(c);
-          // The crate's is_other (unicode_categories): Cc, Cf, Co, Cs; unassigned code points stay.
-          if (cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CO ||
-              cat == UTF8PROC_CATEGORY_CS)
-            continue;
-        }
+        if (c != '\t' && c != '\n' && c != '\r' && is_other(c)) continue;
         if (is_whitespace(c)) c = ' ';
       }
       if (chinese && c >= 0x3400 && is_chinese_char(c)) {
@@ -540,8 +559,17 @@ struct LowercaseNormalizer : Normalizer {
   std::string normalize(const std::string& s) const override { return lowercase(s); }
 };
 
+// The StripAccents normalizer drops every combining mark (Mn, Mc, Me: unicode-normalization's
+// is_combining_mark), unlike BertNormalizer's accent stripping (Mn only).
 struct StripAccentsNormalizer : Normalizer {
-  std::string normalize(const std::string& s) const override { return strip_marks(s); }
+  std::string normalize(const std::string& s) const override {
+    u32 out;
+    for (char32_t c : to_u32(s)) {
+      auto cat = category(c);
+      if (c < 0x300 || cat < UTF8PROC_CATEGORY_MN || cat > UTF8PROC_CATEGORY_ME) out.push_back(c);
+    }
+    return to_utf8(out);
+  }
 };
 
 struct StripNormalizer : Normalizer {
@@ -1400,6 +1428,14 @@ struct ByteFallbackDecoder : Decoder {
   }
 };
 
+struct BpeDecoder : Decoder {  // end-of-word suffix -> space (none after the last token)
+  std::string suffix = "</w>";
+  std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
+    for (size_t i = 0; i < tokens.size(); ++i) replace_all(tokens[i], suffix, i + 1 == tokens.size() ? "" : " ");
+    return tokens;
+  }
+};
+
 struct FuseDecoder : Decoder {
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     std::string all;
@@ -1457,6 +1493,11 @@ inline std::unique_ptr<Decoder> make_decoder(const json& j) {
   }
   if (t == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (t == "Fuse") return std::make_unique<FuseDecoder>();
+  if (t == "BPEDecoder") {
+    auto d = std::make_unique<BpeDecoder>();
+    d->suffix = j.value("suffix", std::string("</w>"));
+    return d;
+  }
   if (t == "Strip") {
     auto d = std::make_unique<StripDecoder>();
     d->content = to_u32(j.at("content").get<std::string>()).at(0);

@@ -17,7 +17,8 @@ PRE_TOKENIZERS = {"BertPreTokenizer", "WhitespaceSplit", "Whitespace", "Punctuat
                   "CharDelimiterSplit", "ByteLevel", "Metaspace", "Sequence"}
 MODELS = {"WordPiece", "WordLevel", "BPE", "Unigram"}
 POST_PROCESSORS = {"BertProcessing", "RobertaProcessing", "TemplateProcessing", "ByteLevel", "Sequence"}
-DECODERS = {"WordPiece", "ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip", "Sequence"}
+DECODERS = {"WordPiece", "ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip", "BPEDecoder",
+            "Sequence"}
 
 _KINDS = {
     "normalizer": (NORMALIZERS, "normalizers"),
