@@ -1,0 +1,41 @@
+"""Export's record of whether the C++ tokenizer can take text for an artifact (manifest "cpp_tokenizer"),
+from hf_torchscript.cpp_tokenizer_support: no C++ build needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hf_torchscript import cli
+from hf_torchscript.cpp_tokenizer_support import cpp_tokenizer_entry, unsupported_components
+
+
+def test_real_and_test_tokenizers_are_supported(minilm_dir):
+    from models import build_tokenizer
+
+    assert unsupported_components(Path(minilm_dir) / "tokenizer.json") == []
+    assert cpp_tokenizer_entry(build_tokenizer(0).backend_tokenizer.to_str()) == {"supported": True, "unsupported": []}
+
+
+def test_unsupported_components_are_named_wherever_they_sit():
+    tok = {
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Precompiled"}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Metaspace"}, {"type": "UnicodeScripts"}]},
+        "model": {"type": "BPE", "dropout": 0.1, "vocab": {}, "merges": []},
+        "post_processor": {"type": "TemplateProcessing"},
+        "decoder": {"type": "CTC"},
+    }
+    assert unsupported_components(json.dumps(tok)) == [
+        "normalizer.Precompiled", "pre_tokenizer.UnicodeScripts", "decoder.CTC", "model.BPE.dropout"]
+    assert unsupported_components({"model": {"vocab": {}, "merges": []}}) == []  # typeless BPE: inferred
+    assert cpp_tokenizer_entry({"model": {"type": "SomethingNew"}})["unsupported"] == ["model.SomethingNew"]
+
+
+def test_export_records_it_and_info_shows_it(tiny_artifact, capsys):
+    art = tiny_artifact("bert", "text-classification")
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["cpp_tokenizer"] == {"supported": True, "unsupported": []}
+    capsys.readouterr()
+    assert cli.main(["info", str(art)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("tokenizer"))
+    assert line.endswith("tokenizer.json; C++ tokenizer: supported"), line
