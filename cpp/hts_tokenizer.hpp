@@ -273,13 +273,32 @@ inline std::string unicode_normalize(const std::string& s, const std::string& fo
   if (form == "NFD") options |= UTF8PROC_DECOMPOSE;
   if (form == "NFKC") options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
   if (form == "NFKD") options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-  utf8proc_uint8_t* out = nullptr;
-  auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), utf8proc_ssize_t(s.size()), &out,
-                        utf8proc_option_t(options));
-  if (n < 0) throw TokenizerError(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
-  std::string result(reinterpret_cast<char*>(out), size_t(n));
-  std::free(out);
-  return result;
+  auto map = [options](const std::string& part) {
+    if (part.empty()) return part;
+    utf8proc_uint8_t* out = nullptr;
+    auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(part.data()), utf8proc_ssize_t(part.size()), &out,
+                          utf8proc_option_t(options));
+    if (n < 0) throw TokenizerError(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
+    std::string result(reinterpret_cast<char*>(out), size_t(n));
+    std::free(out);
+    return result;
+  };
+  // Characters the crate's older normalization tables do not know stay as they are and block
+  // reordering/composition around them: normalize the runs between them.
+  std::string result, run;
+  bool any = false;
+  for (char32_t c : to_u32(s)) {
+    if (c >= 0x80 && tok_compat::in(tok_compat::normalization_protect, c)) {
+      result += map(run);
+      run.clear();
+      append_utf8(result, c);
+      any = true;
+    } else {
+      append_utf8(run, c);
+    }
+  }
+  if (!any) return map(s);
+  return result + map(run);
 }
 
 inline std::string strip_marks(const std::string& s) {  // drops Mn (non-spacing marks)
@@ -291,9 +310,50 @@ inline std::string strip_marks(const std::string& s) {  // drops Mn (non-spacing
 
 // ---- regex (PCRE2, UTF + Unicode properties, like the crate's Oniguruma regexes) ----
 
+// Oniguruma's \s (the crate's regex engine) is the White_Space property; PCRE2's also matches
+// U+180E (in its \h list). Spell \s / \S out as White_Space classes, outside \Q...\E.
+inline std::string onig_spaces(const std::string& p) {
+  static const std::string ws =
+      "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+  std::string out;
+  bool in_class = false, quoted = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (quoted) {
+      out.push_back(c);
+      if (c == '\\' && i + 1 < p.size() && p[i + 1] == 'E') out.push_back(p[++i]), quoted = false;
+      continue;
+    }
+    if (c == '\\' && i + 1 < p.size()) {
+      char d = p[++i];
+      if (d == 's') {
+        out += in_class ? ws : "[" + ws + "]";
+      } else if (d == 'S' && !in_class) {
+        out += "[^" + ws + "]";
+      } else {
+        out.push_back(c);
+        out.push_back(d);
+        if (d == 'Q') quoted = true;
+      }
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out.push_back(c);
+      if (i + 1 < p.size() && p[i + 1] == '^') out.push_back(p[++i]);
+      if (i + 1 < p.size() && p[i + 1] == ']') out.push_back(p[++i]);  // a literal ] first
+      continue;
+    }
+    if (in_class && c == ']') in_class = false;
+    out.push_back(c);
+  }
+  return out;
+}
+
 class Regex {
  public:
-  explicit Regex(const std::string& pattern) : pattern_(pattern) {
+  explicit Regex(const std::string& given) : pattern_(given) {
+    const std::string pattern = onig_spaces(given);
     int err = 0;
     PCRE2_SIZE off = 0;
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
@@ -566,7 +626,10 @@ struct StripAccentsNormalizer : Normalizer {
     u32 out;
     for (char32_t c : to_u32(s)) {
       auto cat = category(c);
-      if (c < 0x300 || cat < UTF8PROC_CATEGORY_MN || cat > UTF8PROC_CATEGORY_ME) out.push_back(c);
+      bool mark = cat >= UTF8PROC_CATEGORY_MN && cat <= UTF8PROC_CATEGORY_ME
+                      ? !tok_compat::in(tok_compat::mark_remove, c)
+                      : tok_compat::in(tok_compat::mark_add, c);
+      if (c < 0x300 || !mark) out.push_back(c);
     }
     return to_utf8(out);
   }

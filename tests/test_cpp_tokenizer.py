@@ -137,7 +137,7 @@ PAIRS = ["And the earth was without form, and void.", "the man reads a book", "P
 def python_run(capsys, artifact: Path, texts, pairs=None) -> dict:
     from hf_torchscript import cli
 
-    argv = ["run", str(artifact), "--json", *texts] + [x for p in (pairs or []) for x in ("--pair", p)]
+    argv = ["run", str(artifact), *texts, "--json"] + [x for p in (pairs or []) for x in ("--pair", p)]
     capsys.readouterr()
     assert cli.main(argv) == 0
     return json.loads(capsys.readouterr().out)
