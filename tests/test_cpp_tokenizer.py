@@ -3,7 +3,8 @@ type_ids and attention_mask (and decoded text) on a large deterministic corpus, 
 all-MiniLM-L6-v2 tokenizer and a tokenizer of every family the registry's models use (trained here on
 the King James Bible when the tiny test models have none; tests/tokenizer_corpus.py).
 
-The C++ side is one `hts_tokenize` process over the whole corpus file per tokenizer. The corpus holds
+The C++ side is one `hts_tokenize` process over the whole corpus file per tokenizer; `hts_tokenize` is
+built with the runner (conftest's `runner` fixture, one cmake build per session). The corpus holds
 >= 100,000 strings per family (BERT WordPiece, WordLevel, ByteLevel BPE, SentencePiece BPE, Unigram);
 HTS_TOKENIZER_CORPUS=N shrinks it for a quick local run. A mismatch prints the string and both id lists.
 """
@@ -20,7 +21,10 @@ import pytest
 import tokenizer_corpus as tc
 from hf_torchscript.cpp_tokenizer_support import unsupported_components
 
-pytestmark = [pytest.mark.cpp, pytest.mark.slow]
+# The corpus comparisons are `slow` only: CI runs them once, on the current stack (they do not depend
+# on torch). The text-API tests below also carry `cpp`, so the legacy leg (another libtorch) runs them.
+pytestmark = [pytest.mark.slow]
+cpp = pytest.mark.cpp
 
 FULL = int(os.environ.get("HTS_TOKENIZER_CORPUS", "100000"))
 # per tokenizer: how many corpus strings; every family reaches FULL at least once
@@ -174,6 +178,7 @@ def assert_same_run(got: dict, want: dict) -> None:
                                            atol=1e-4, rtol=1e-4)
 
 
+@cpp
 def test_hts_run_text_sentence_embedding_equals_python(runner, minilm_artifact, capsys):
     """Real MiniLM weights: embeddings of KJV/Unicode/over-long texts, and the truncation warning."""
     want = python_run(capsys, minilm_artifact, TEXTS)
@@ -181,17 +186,20 @@ def test_hts_run_text_sentence_embedding_equals_python(runner, minilm_artifact, 
     assert_same_run(cpp_run(runner, minilm_artifact, TEXTS), want)
 
 
+@cpp
 def test_hts_run_text_classification_equals_python(runner, tiny_artifact, capsys):
     art = tiny_artifact("bert", "text-classification")
     assert_same_run(cpp_run(runner, art, TEXTS), python_run(capsys, art, TEXTS))
     assert_same_run(cpp_run(runner, art, TEXTS, PAIRS), python_run(capsys, art, TEXTS, PAIRS))  # token_type_ids 1
 
 
+@cpp
 def test_hts_run_text_feature_extraction_equals_python(runner, tiny_artifact, capsys):
     art = tiny_artifact("roberta", "feature-extraction")
     assert_same_run(cpp_run(runner, art, TEXTS[:4]), python_run(capsys, art, TEXTS[:4]))
 
 
+@cpp
 def test_hts_run_text_pt2_equals_python(runner, tiny_model_dir, tmp_path, capsys):
     """The same text path on an AOTInductor package (model.pt2)."""
     import hf_torchscript as hts
@@ -202,6 +210,7 @@ def test_hts_run_text_pt2_equals_python(runner, tiny_model_dir, tmp_path, capsys
     assert_same_run(cpp_run(runner, art, TEXTS, PAIRS), python_run(capsys, art, TEXTS, PAIRS))
 
 
+@cpp
 def test_hts_run_text_refuses_unsupported_tokenizer_in_one_line(runner, tmp_path):
     """A tokenizer with a component the C++ side lacks: export records it, hts_run refuses text in one
     line naming it (exit 1), and token ids still run."""
