@@ -268,12 +268,7 @@ inline std::string unicode_normalize(const std::string& s, const std::string& fo
   bool ascii = true;
   for (unsigned char c : s) ascii = ascii && c < 0x80;
   if (ascii || s.empty()) return s;
-  int options = UTF8PROC_STABLE;
-  if (form == "NFC") options |= UTF8PROC_COMPOSE;
-  if (form == "NFD") options |= UTF8PROC_DECOMPOSE;
-  if (form == "NFKC") options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-  if (form == "NFKD") options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-  auto map = [options](const std::string& part) {
+  auto map1 = [](const std::string& part, int options) {
     if (part.empty()) return part;
     utf8proc_uint8_t* out = nullptr;
     auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(part.data()), utf8proc_ssize_t(part.size()), &out,
@@ -283,6 +278,12 @@ inline std::string unicode_normalize(const std::string& s, const std::string& fo
     std::free(out);
     return result;
   };
+  int options = UTF8PROC_STABLE;
+  if (form == "NFC") options |= UTF8PROC_COMPOSE;
+  if (form == "NFD") options |= UTF8PROC_DECOMPOSE;
+  if (form == "NFKC") options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+  if (form == "NFKD") options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+  auto map = [&](const std::string& part) { return map1(part, options); };
   // Characters the crate's older normalization tables do not know stay as they are and block
   // reordering/composition around them: normalize the runs between them.
   std::string result, run;
@@ -406,12 +407,12 @@ class Regex {
   bool jit_ = false;
 };
 
-// char::is_alphanumeric: the Alphabetic property (letters, Nl and the Other_Alphabetic marks, which
-// utf8proc does not expose, so PCRE2's Unicode tables answer) or a number. Only single_word added
-// tokens ask, once per match.
-inline bool is_alphanumeric(char32_t c) {
-  if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-  static const Regex re(R"(^[\p{Alphabetic}\p{N}]$)");
+// A word character as the crate's single_word check sees it: Rust regex's \w (Alphabetic, marks,
+// decimal digits, connector punctuation, Join_Control), from PCRE2's Unicode tables (utf8proc has no
+// Alphabetic property). Only single_word added tokens ask, once per match.
+inline bool is_word_char(char32_t c) {
+  if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  static const Regex re(R"(^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]$)");
   std::string s;
   append_utf8(s, c);
   return !re.find_all(s).empty();
@@ -1864,11 +1865,11 @@ class Tokenizer {
 
   static bool ends_with_word(const std::string& s) {
     auto u = tok_detail::to_u32(s);
-    return !u.empty() && tok_detail::is_alphanumeric(u.back());
+    return !u.empty() && tok_detail::is_word_char(u.back());
   }
   static bool starts_with_word(const std::string& s) {
     auto u = tok_detail::to_u32(s);
-    return !u.empty() && tok_detail::is_alphanumeric(u.front());
+    return !u.empty() && tok_detail::is_word_char(u.front());
   }
 
   // One sequence -> (ids, tokens, is-special flags), before the post-processor.

@@ -60,14 +60,18 @@ def main() -> int:
     forms = {name: getattr(normalizers, name)() for name in ("NFC", "NFD", "NFKC", "NFKD")}
     lib.utf8proc_get_property.restype = ctypes.POINTER(ctypes.c_int16)  # [0] category, [1] combining class
     lib.utf8proc_map.restype = ctypes.c_ssize_t
-    options = {"NFC": (1 << 1) | (1 << 3), "NFD": (1 << 1) | (1 << 4), "NFKC": (1 << 1) | (1 << 3) | (1 << 5),
-               "NFKD": (1 << 1) | (1 << 4) | (1 << 5)}  # STABLE, COMPOSE, DECOMPOSE, COMPAT
+    stable, compat, compose, decompose = 1 << 1, 1 << 2, 1 << 3, 1 << 4  # utf8proc_option_t
+    options = {"NFC": stable | compose, "NFD": stable | decompose, "NFKC": stable | compose | compat,
+               "NFKD": stable | decompose | compat}
 
-    def utf8proc_form(text: str, form: str) -> str:
+    def map1(text: str, opts: int) -> str:
         data = text.encode()
         out = ctypes.c_char_p()
-        n = lib.utf8proc_map(data, len(data), ctypes.byref(out), options[form])
+        n = lib.utf8proc_map(data, len(data), ctypes.byref(out), opts)
         return ctypes.string_at(out, n).decode()
+
+    def utf8proc_form(text: str, form: str) -> str:
+        return map1(text, options[form])
     for c in range(0x80, 0x110000):
         if 0xD800 <= c <= 0xDFFF:
             continue
