@@ -119,7 +119,7 @@ def cpp_times(tool: Path, tokenizer: Path, corpus: Path, rounds: int) -> dict:
 def find_tool(path: str | None) -> Path:
     if path:
         return Path(path)
-    from hf_torchscript.cpp import build_runner
+    from hf_torchscript.runtime.cpp import build_runner
 
     return build_runner(REPO / "build" / "cpp").parent / "hts_tokenize"
 

@@ -252,7 +252,8 @@ def _cpp_tokenizer(r: dict) -> list[str]:
     env = r["environment"]
     out = ["## C++ tokenizer vs Python `tokenizers` (encode)", "",
            f"`{r['command'].strip()}`: {env['cpu']} ({env['cores']} cores; {', '.join(env['isa']) or 'no AVX'}), "
-           f"tokenizers {env['tokenizers']}, load average {env['loadavg_start'][0]:.1f} -> {env['loadavg_end'][0]:.1f}; "
+           f"tokenizers {env['tokenizers']}, load average {env['loadavg_start'][0]:.1f} -> "
+           f"{env['loadavg_end'][0]:.1f}; "
            f"median of {r['rounds']} passes over the same KJV texts, texts per second (higher is faster).", ""]
     if not env.get("quiet"):
         out += ["**Not evidence**: the machine was busy (1-minute load average above 1 at start); "

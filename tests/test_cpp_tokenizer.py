@@ -17,9 +17,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import tokenizer_corpus as tc
-from hf_torchscript.cpp_tokenizer_support import unsupported_components
+
+from hf_torchscript.runtime.cpp_tokenizer_support import unsupported_components
 
 # The corpus comparisons are `slow` only: CI runs them once, on the current stack (they do not depend
 # on torch). The text-API tests below also carry `cpp`, so the legacy leg (another libtorch) runs them.
@@ -214,8 +214,9 @@ def test_hts_run_text_pt2_equals_python(runner, tiny_model_dir, tmp_path, capsys
 def test_hts_run_text_refuses_unsupported_tokenizer_in_one_line(runner, tmp_path):
     """A tokenizer with a component the C++ side lacks: export records it, hts_run refuses text in one
     line naming it (exit 1), and token ids still run."""
-    import hf_torchscript as hts
     from models import save_tiny
+
+    import hf_torchscript as hts
 
     src = save_tiny("bert", "text-classification", tmp_path / "src")
     tok = json.loads((src / "tokenizer.json").read_text())

@@ -1,5 +1,5 @@
 """Export's record of whether the C++ tokenizer can take text for an artifact (manifest "cpp_tokenizer"),
-from hf_torchscript.cpp_tokenizer_support: no C++ build needed."""
+from hf_torchscript.runtime.cpp_tokenizer_support: no C++ build needed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from hf_torchscript import cli
-from hf_torchscript.cpp_tokenizer_support import cpp_tokenizer_entry, unsupported_components
+from hf_torchscript.runtime.cpp_tokenizer_support import cpp_tokenizer_entry, unsupported_components
 
 
 def test_real_and_test_tokenizers_are_supported(minilm_dir):
