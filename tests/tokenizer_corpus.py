@@ -76,6 +76,16 @@ def script_words(rng: random.Random, n: int) -> list[str]:
     return out
 
 
+def assigned(rng: random.Random, lo: int, hi: int) -> str:
+    """A random code point in lo..hi that Python's Unicode data (14.0 on 3.11) assigns. Characters assigned
+    only in Unicode 16 (the crate's Rust regex tables) are unknown to PCRE2 10.42 / utf8proc 2.8 (Unicode 15)
+    and may group differently there: a documented limit (docs/cpp.md), kept out of the equality corpus."""
+    while True:
+        ch = chr(rng.randint(lo, hi))
+        if unicodedata.category(ch) not in ("Cn", "Cs"):
+            return ch
+
+
 def adversarial(rng: random.Random, verses: list[str], words: list[str], n: int) -> list[str]:
     """Strings built to break tokenizers: marks, emoji, controls, whitespace, huge words and texts."""
     makers = [
@@ -92,8 +102,8 @@ def adversarial(rng: random.Random, verses: list[str], words: list[str], n: int)
         lambda: "".join(rng.choice(["a", "1", "²", "½", "٣", "Ⅻ", "_", "'s", "'LL", " ", "  ", "\n"])
                         for _ in range(12)),
         lambda: rng.choice(verses).replace(" ", rng.choice(["  ", "\t", "\u3000", " \n "])),
-        lambda: "".join(chr(rng.randint(0x20, 0x2FFF)) for _ in range(rng.randint(1, 20))),
-        lambda: "".join(chr(rng.randint(0x1F300, 0x1FAFF)) for _ in range(rng.randint(1, 6))),
+        lambda: "".join(assigned(rng, 0x20, 0x2FFF) for _ in range(rng.randint(1, 20))),
+        lambda: "".join(assigned(rng, 0x1F300, 0x1FAFF) for _ in range(rng.randint(1, 6))),
         lambda: "ｆｕｌｌｗｉｄｔｈ ① ﬁ ㎏ ｶﾀｶﾅ " + rng.choice(words),  # compatibility forms (NFKC)
     ]
     return [makers[i % len(makers)]() for i in (rng.randrange(len(makers)) for _ in range(n))]
