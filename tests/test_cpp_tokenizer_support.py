@@ -39,3 +39,25 @@ def test_export_records_it_and_info_shows_it(tiny_artifact, capsys):
     assert cli.main(["info", str(art)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("tokenizer"))
     assert line.endswith("tokenizer.json; C++ tokenizer: supported"), line
+
+
+def test_missing_system_library_is_one_line_naming_the_package(monkeypatch, tmp_path):
+    """cpp/CMakeLists.txt's marker line for a missing libutf8proc/PCRE2 becomes the whole BuildError."""
+    import subprocess
+
+    import pytest
+
+    from hf_torchscript.errors import BuildError
+    from hf_torchscript.runtime import cpp
+
+    cmake_out = ("CMake Error at CMakeLists.txt:40 (message):\n  hts-missing-library: utf8proc.h / libutf8proc not "
+                 "found; install it: apt-get install libutf8proc-dev\nCall Stack (most recent call first):\n")
+    monkeypatch.setattr(cpp.shutil, "which", lambda tool: "/usr/bin/" + tool)
+    monkeypatch.setattr(cpp.subprocess, "run",
+                        lambda argv, **kw: subprocess.CompletedProcess(argv, 1, stdout=cmake_out, stderr=""))
+    with pytest.raises(BuildError) as e:
+        cpp.build_runner(tmp_path / "b", source=cpp.source_dir())
+    assert str(e.value) == "utf8proc.h / libutf8proc not found; install it: apt-get install libutf8proc-dev"
+    text = (cpp.source_dir() / "CMakeLists.txt").read_text()
+    assert "hts_find_system_library(UTF8PROC utf8proc.h utf8proc libutf8proc-dev)" in text
+    assert "hts_find_system_library(PCRE2 pcre2.h pcre2-8 libpcre2-dev)" in text
