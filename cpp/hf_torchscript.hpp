@@ -28,6 +28,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hts_tokenizer.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -390,7 +392,140 @@ class Model {
     return out;
   }
 
+  // ---- text in (the artifact's own tokenizer.json, through hts_tokenizer.hpp) -----------------
+
+  // The artifact's tokenizer, loaded on first use, with no padding and truncation at the artifact's
+  // max length (as the Python runtime). Throws Error when the artifact ships no tokenizer, or one
+  // whose components the C++ tokenizer lacks (manifest "cpp_tokenizer"); token ids still work then.
+  Tokenizer& tokenizer() {
+    if (tokenizer_) return *tokenizer_;
+    const auto& tok = manifest_.value("tokenizer", nlohmann::json());
+    if (!tok.is_object() || !tok.contains("file"))
+      throw Error("artifact '" + directory_ + "' ships no tokenizer, so it takes token ids, not text; pass "
+                  "input_ids/attention_mask");
+    const auto& support = manifest_.value("cpp_tokenizer", nlohmann::json());
+    if (support.is_object() && !support.value("supported", true))
+      throw Error("artifact '" + directory_ + "' uses tokenizer components the C++ tokenizer does not implement (" +
+                  join(support.value("unsupported", std::vector<std::string>{})) +
+                  "); tokenize in Python and pass token ids");
+    try {
+      tokenizer_ = std::make_unique<Tokenizer>(
+          Tokenizer::from_file((std::filesystem::path(directory_) / tok["file"].get<std::string>()).string()));
+    } catch (const TokenizerError& e) {
+      throw Error(e.what());
+    }
+    tokenizer_->padding.enabled = false;
+    tokenizer_->truncation.enabled = false;
+    return *tokenizer_;
+  }
+
+  // Texts (and optional pairs, one per text) -> the model's inputs, padded to the longest row with the
+  // manifest's pad_token_id. Texts longer than max_length are cut to it (LongestFirst for pairs) and
+  // counted in `truncated` / `longest` (the Python runtime warns about them).
+  struct TextBatch {
+    NamedTensors inputs;
+    std::vector<Encoding> encodings;  // unpadded, after truncation
+    size_t truncated = 0;
+    size_t longest = 0;  // the most tokens an input had before truncation
+  };
+
+  TextBatch encode(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {}) {
+    if (texts.empty()) throw Error("no input texts; pass at least one string");
+    if (!pairs.empty() && pairs.size() != texts.size())
+      throw Error(std::to_string(texts.size()) + " texts but " + std::to_string(pairs.size()) +
+                  " pairs; pass one pair per text, or none");
+    Tokenizer& tok = tokenizer();
+    TextBatch batch;
+    try {
+      for (size_t i = 0; i < texts.size(); ++i) {
+        const std::string* pair = pairs.empty() ? nullptr : &pairs[i];
+        Encoding e = tok.encode(texts[i], pair);
+        if (int64_t(e.ids.size()) > max_length_) {
+          ++batch.truncated;
+          batch.longest = std::max(batch.longest, e.ids.size());
+          tok.truncation.enabled = true;
+          tok.truncation.max_length = size_t(max_length_);
+          tok.truncation.strategy = "LongestFirst";
+          try {
+            e = tok.encode(texts[i], pair);
+          } catch (...) {
+            tok.truncation.enabled = false;
+            throw;
+          }
+          tok.truncation.enabled = false;
+        }
+        batch.encodings.push_back(std::move(e));
+      }
+    } catch (const TokenizerError& e) {
+      throw Error(e.what());
+    }
+    size_t L = 0;
+    for (const auto& e : batch.encodings) L = std::max(L, e.ids.size());
+    const auto n = int64_t(texts.size());
+    auto ids = torch::full({n, int64_t(L)}, pad_token_id_, torch::kLong);
+    auto mask = torch::zeros({n, int64_t(L)}, torch::kLong);
+    auto types = torch::zeros({n, int64_t(L)}, torch::kLong);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& e = batch.encodings[size_t(i)];
+      for (size_t j = 0; j < e.ids.size(); ++j) {
+        ids[i][int64_t(j)] = e.ids[j];
+        mask[i][int64_t(j)] = 1;
+        types[i][int64_t(j)] = e.type_ids[j];
+      }
+    }
+    batch.inputs["input_ids"] = ids;
+    batch.inputs["attention_mask"] = mask;
+    if (has_input("token_type_ids")) batch.inputs["token_type_ids"] = types;
+    return batch;
+  }
+
+  // Runs the model on texts; returns every output by name (rows in text order).
+  NamedTensors run_text(const std::vector<std::string>& texts, const std::vector<std::string>& pairs = {}) {
+    return run(encode(texts, pairs).inputs);
+  }
+
+  // sentence-embedding artifacts: one embedding per text ([texts, dimension]).
+  torch::Tensor embed(const std::vector<std::string>& texts) {
+    if (task_ != "sentence-embedding")
+      throw Error("embed() needs a sentence-embedding artifact; this one is " + task_ + " (use run_text)");
+    return run_text(texts).at("sentence_embedding");
+  }
+
+  struct Classification {
+    std::string label;
+    float score = 0;
+    std::vector<std::pair<std::string, float>> scores;  // every label, in label-id order
+  };
+
+  // text-classification artifacts: softmax over the labels, per text (or pair).
+  std::vector<Classification> classify(const std::vector<std::string>& texts,
+                                       const std::vector<std::string>& pairs = {}) {
+    if (task_ != "text-classification")
+      throw Error("classify() needs a text-classification artifact; this one is " + task_ + " (use run_text)");
+    auto probs = run_text(texts, pairs).at("logits").to(torch::kCPU).to(torch::kFloat).softmax(-1).contiguous();
+    std::vector<Classification> out;
+    for (int64_t i = 0; i < probs.size(0); ++i) {
+      Classification c;
+      int64_t best = probs[i].argmax().item<int64_t>();
+      for (int64_t k = 0; k < probs.size(1); ++k) c.scores.emplace_back(label(k), probs[i][k].item<float>());
+      c.label = label(best);
+      c.score = probs[i][best].item<float>();
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+  // The name of label k (manifest id2label; LABEL_k when it has none).
+  std::string label(int64_t k) const {
+    const auto& id2label = manifest_.value("id2label", nlohmann::json());
+    const auto key = std::to_string(k);
+    if (id2label.is_object() && id2label.contains(key)) return id2label[key].get<std::string>();
+    return "LABEL_" + key;
+  }
+
  private:
+  std::unique_ptr<Tokenizer> tokenizer_;
+
   static nlohmann::json parse_json_file(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) throw Error("cannot read " + path);

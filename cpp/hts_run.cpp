@@ -9,6 +9,15 @@
 // Output: {"outputs": {"<name>": {"dtype": "float32", "shape": [1, 384], "data": [[...]]}, ...}}
 // in manifest order; floats are printed with the shortest text that reads back to the same float32.
 // --bench: {"bench": {"calls": N, "warmup": W, "median_ms": ..., "p90_ms": ..., ...}} instead.
+//
+//   hts_run OUTPUT_DIR --text "..." [--text "..." ...] [--pair "..." ...] [--batch-size N]
+//   hts_run OUTPUT_DIR --input FILE [--input-format auto|text|jsonl] [--batch-size N]
+//
+// Text in: tokenized with the artifact's tokenizer.json (hts_tokenizer.hpp), printed as the JSON
+// document of `hf-torchscript run --json` (schema hf-torchscript/run/1): sentence-embedding
+// {"embedding", "dimension", "norm"}, text-classification {"label", "score", "scores"},
+// feature-extraction {"tokens", "outputs"}. --input: one text per line, or JSONL (a JSON string or
+// {"text": ..., "pair": ...} per line; the default for *.jsonl / *.ndjson).
 // Errors: "error: <one line>" on stderr, exit 1 (2 for a bad command line). Input is untrusted:
 // more than --max-input-bytes (default 256 MiB) or nesting deeper than 64 levels is refused
 // before parsing, and no malformed input crashes the runner.
@@ -33,7 +42,9 @@ namespace {
 
 const char* kUsage =
     "usage: hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--bench N] [--warmup W] [--threads T] "
-    "[--max-input-bytes B]";
+    "[--max-input-bytes B]\n"
+    "       hts_run OUTPUT_DIR (--text TEXT [--pair PAIR] ... | --input FILE [--input-format auto|text|jsonl]) "
+    "[--batch-size N] [--threads T]";
 
 struct Args {
   std::string directory;
@@ -43,6 +54,11 @@ struct Args {
   int warmup = -1;
   int threads = 0;
   size_t max_input_bytes = size_t(256) << 20;
+  std::vector<std::string> texts, pairs;
+  std::string text_input;  // --input FILE
+  std::string input_format = "auto";
+  int batch_size = 32;
+  bool text_mode() const { return !texts.empty() || !text_input.empty(); }
 };
 
 class UsageError : public std::runtime_error {
@@ -82,6 +98,19 @@ Args parse_args(int argc, char** argv) {
       if (a.threads > 1024) throw UsageError("--threads takes at most 1024, got " + std::to_string(a.threads));
     } else if (arg == "--max-input-bytes") {
       a.max_input_bytes = static_cast<size_t>(non_negative_int(arg, value(arg)));
+    } else if (arg == "--text") {
+      a.texts.push_back(value(arg));
+    } else if (arg == "--pair") {
+      a.pairs.push_back(value(arg));
+    } else if (arg == "--input") {
+      a.text_input = value(arg);
+    } else if (arg == "--input-format") {
+      a.input_format = value(arg);
+      if (a.input_format != "auto" && a.input_format != "text" && a.input_format != "jsonl")
+        throw UsageError("--input-format takes auto, text or jsonl, got '" + a.input_format + "'");
+    } else if (arg == "--batch-size") {
+      a.batch_size = non_negative_int(arg, value(arg));
+      if (a.batch_size == 0) throw UsageError("--batch-size takes a positive integer");
     } else if (arg == "--outputs") {
       std::stringstream ss(value(arg));
       for (std::string name; std::getline(ss, name, ',');)
@@ -91,6 +120,13 @@ Args parse_args(int argc, char** argv) {
     } else {
       positional.push_back(arg);
     }
+  }
+  if (a.text_mode()) {
+    if (!a.texts.empty() && !a.text_input.empty()) throw UsageError("give --text or --input FILE, not both");
+    if (!a.pairs.empty() && a.pairs.size() != a.texts.size())
+      throw UsageError("--pair was given " + std::to_string(a.pairs.size()) + " times for " +
+                       std::to_string(a.texts.size()) + " texts; give one --pair per --text");
+    if (positional.size() != 1) throw UsageError("with --text/--input, give only OUTPUT_DIR");
   }
   if (positional.empty() || positional.size() > 2) throw UsageError("expected OUTPUT_DIR and an optional INPUT_JSON");
   a.directory = positional[0];
@@ -272,6 +308,154 @@ int bench(hts::Model& model, const hts::NamedTensors& inputs, int calls, int war
   return 0;
 }
 
+// ---- text mode: the `hf-torchscript run --json` document ----
+
+struct TextItem {
+  std::string text, pair;
+  bool has_pair = false;
+};
+
+std::vector<TextItem> read_text_items(const Args& a) {
+  std::vector<TextItem> items;
+  if (a.text_input.empty()) {
+    for (size_t i = 0; i < a.texts.size(); ++i)
+      items.push_back({a.texts[i], a.pairs.empty() ? "" : a.pairs[i], !a.pairs.empty()});
+    return items;
+  }
+  std::string content;
+  if (a.text_input == "-") {
+    content = hts::read_bounded(std::cin, a.max_input_bytes, "--input on stdin");
+  } else {
+    std::ifstream f(a.text_input, std::ios::binary);
+    if (!f) throw hts::Error("cannot read --input '" + a.text_input + "'; pass a text file, one text per line");
+    content = hts::read_bounded(f, a.max_input_bytes, "--input '" + a.text_input + "'");
+  }
+  std::string fmt = a.input_format;
+  if (fmt == "auto") {
+    auto ends = [&](const std::string& suffix) {
+      return a.text_input.size() >= suffix.size() &&
+             a.text_input.compare(a.text_input.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    fmt = ends(".jsonl") || ends(".ndjson") ? "jsonl" : "text";
+  }
+  std::stringstream ss(content);
+  size_t n = 0;
+  for (std::string line; std::getline(ss, line);) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t\f\v") == std::string::npos) continue;  // blank lines separate
+    if (fmt == "text") {
+      items.push_back({line, "", false});
+      continue;
+    }
+    nlohmann::json x;
+    try {
+      x = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      throw hts::Error("--input '" + a.text_input + "' line " + std::to_string(n) +
+                       " is not JSON; give one JSON string or {\"text\": ...} object per line, or --input-format text");
+    }
+    if (x.is_string()) {
+      items.push_back({x.get<std::string>(), "", false});
+    } else if (x.is_object() && x.contains("text") && x["text"].is_string()) {
+      bool pair = x.contains("pair") && x["pair"].is_string();
+      items.push_back({x["text"].get<std::string>(), pair ? x["pair"].get<std::string>() : "", pair});
+    } else {
+      throw hts::Error("--input '" + a.text_input + "' line " + std::to_string(n) +
+                       " is neither a JSON string nor an object with a \"text\" string");
+    }
+  }
+  if (items.empty()) throw hts::Error("no input texts in --input '" + a.text_input + "'");
+  return items;
+}
+
+OutJson floats_of(const torch::Tensor& t) {
+  auto f = t.to(torch::kCPU).to(torch::kFloat).contiguous();
+  std::vector<int64_t> shape(f.sizes().begin(), f.sizes().end());
+  size_t offset = 0;
+  return nested(f.data_ptr<float>(), shape, 0, offset);
+}
+
+int run_texts(hts::Model& model, const Args& a) {
+  const auto items = read_text_items(a);
+  const std::string& task = model.task();
+  if (task != "sentence-embedding" && task != "text-classification" && task != "feature-extraction")
+    throw hts::Error("task " + task + " does not take text in C++ yet (sentence-embedding, text-classification and "
+                     "feature-extraction do); pass token ids as JSON");
+  OutJson results = OutJson::array();
+  OutJson warnings = OutJson::array();
+  for (size_t start = 0; start < items.size(); start += size_t(a.batch_size)) {
+    size_t end = std::min(items.size(), start + size_t(a.batch_size));
+    std::vector<std::string> texts, pairs;
+    bool any_pair = false, all_pair = true;
+    for (size_t i = start; i < end; ++i) any_pair |= items[i].has_pair, all_pair &= items[i].has_pair;
+    if (any_pair && !all_pair)
+      throw hts::Error("pass either texts or (text, pair) inputs, not a mix");
+    for (size_t i = start; i < end; ++i) {
+      texts.push_back(items[i].text);
+      if (any_pair) pairs.push_back(items[i].pair);
+    }
+    auto batch = model.encode(texts, pairs);
+    if (batch.truncated)  // the Python runtime's TruncationWarning (one per batch), word for word
+      warnings.push_back(std::to_string(batch.truncated) + " input(s) have up to " + std::to_string(batch.longest) +
+                         " tokens, more than this artifact's max length " + std::to_string(model.max_length()) +
+                         "; they were truncated");
+    auto out = model.run(batch.inputs);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const auto row = int64_t(i);
+      OutJson input;
+      input["text"] = texts[i];
+      if (any_pair) input["pair"] = pairs[i];
+      OutJson o;
+      if (task == "sentence-embedding") {
+        auto e = out.at("sentence_embedding")[row].to(torch::kFloat);
+        o["embedding"] = floats_of(e);
+        o["dimension"] = e.size(-1);
+        o["norm"] = e.norm().item<float>();
+      } else if (task == "text-classification") {
+        auto probs = out.at("logits")[row].to(torch::kCPU).to(torch::kFloat).softmax(-1);
+        int64_t best = probs.argmax().item<int64_t>();
+        o["label"] = model.label(best);
+        o["score"] = probs[best].item<float>();
+        o["scores"] = OutJson::object();
+        for (int64_t k = 0; k < probs.size(0); ++k) o["scores"][model.label(k)] = probs[k].item<float>();
+      } else {  // feature-extraction: every output, the sequence axis cut to this row's tokens
+        const auto& enc = batch.encodings[i];
+        OutJson tokens = OutJson::array();
+        for (int64_t id : enc.ids) tokens.push_back(model.tokenizer().id_to_token(id));
+        o["tokens"] = tokens;
+        o["outputs"] = OutJson::object();
+        for (size_t k = 0; k < model.outputs().size(); ++k) {
+          const auto& spec = model.outputs()[k];
+          auto v = out.at(spec.name)[row];
+          auto axis = std::find(spec.shape.begin(), spec.shape.end(), "sequence_length");
+          if (axis != spec.shape.end())
+            v = v.narrow(int64_t(axis - spec.shape.begin()) - 1, 0, int64_t(enc.ids.size()));
+          OutJson entry;
+          entry["shape"] = std::vector<int64_t>(v.sizes().begin(), v.sizes().end());
+          entry["data"] = floats_of(v);
+          o["outputs"][spec.name] = entry;
+        }
+      }
+      OutJson r;
+      r["input"] = input;
+      r["output"] = o;
+      results.push_back(r);
+    }
+  }
+  OutJson doc;
+  doc["schema"] = "hf-torchscript/run/1";
+  doc["artifact"] = a.directory;
+  doc["task"] = task;
+  doc["model_type"] = model.manifest().value("model_type", "");
+  doc["results"] = results;
+  doc["similarity"] = nullptr;
+  doc["warnings"] = warnings;
+  for (const auto& w : doc["warnings"]) std::cerr << "warning: " << w.get<std::string>() << "\n";
+  std::cout << doc.dump(-1, ' ', false, OutJson::error_handler_t::replace) << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -285,6 +469,7 @@ int main(int argc, char** argv) {
   try {
     if (args.threads > 0) at::set_num_threads(args.threads);
     hts::Model model(args.directory);
+    if (args.text_mode()) return run_texts(model, args);
     auto inputs = to_tensors(read_input(args.input, args.max_input_bytes), model);
     return args.bench ? bench(model, inputs, args.bench, args.warmup) : print_outputs(model, inputs, args.outputs);
   } catch (const hts::Error& e) {

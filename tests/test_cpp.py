@@ -169,8 +169,8 @@ def test_minilm_sentence_embedding_matches_sentence_transformers(runner, minilm_
 
     # The docs/cpp.md example, built next to the runner, on one unpadded text.
     ids = [str(i) for i in encs[1].ids if i != 0]
-    proc = subprocess.run([str(runner.parent / EXAMPLE), str(minilm_artifact), *ids], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([str(runner.parent / EXAMPLE), str(minilm_artifact), "--ids", *ids], capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     one = torch.tensor([float(x) for x in proc.stdout.split()])
     torch.testing.assert_close(one, want[1].float(), atol=ATOL, rtol=RTOL)
@@ -350,12 +350,20 @@ def test_embed_example_on_naive_tokenizer_ids_equals_sentence_transformers(runne
     want = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, convert_to_tensor=True).float()
     for text, w in zip(texts, want):
         ids = [str(i) for i in tok.encode(text).ids]
-        proc = subprocess.run([str(runner.parent / EXAMPLE), str(minilm_artifact), *ids], capture_output=True,
+        proc = subprocess.run([str(runner.parent / EXAMPLE), str(minilm_artifact), "--ids", *ids], capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         got = torch.tensor([float(x) for x in proc.stdout.split()])
         cos = float(torch.nn.functional.cosine_similarity(got, w, dim=0))
         assert cos >= 0.9999, (len(ids), cos)
+    # The same texts given as sentences: tokenized in C++ from the artifact's tokenizer.json, one padded batch.
+    proc = subprocess.run([str(runner.parent / EXAMPLE), str(minilm_artifact), *texts], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [torch.tensor([float(x) for x in line.split()]) for line in proc.stdout.splitlines()]
+    assert len(rows) == 2
+    for got, w in zip(rows, want):
+        assert float(torch.nn.functional.cosine_similarity(got, w, dim=0)) >= 0.9999
 
 
 @pytest.mark.cpp

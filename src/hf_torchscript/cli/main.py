@@ -348,7 +348,10 @@ def cmd_info(a) -> int:
           if m.get("aoti") else []),
         f"pad token id  {m['pad_token_id']}",
         f"labels        {len(m['id2label'])}" if m.get("id2label") else "labels        -",
-        f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}",
+        f"tokenizer     {m['tokenizer']['file'] if m.get('tokenizer') else '- (tensors only)'}"
+        + (("; C++ tokenizer: supported" if m["cpp_tokenizer"]["supported"] else
+            "; C++ tokenizer: unsupported (" + ", ".join(m["cpp_tokenizer"]["unsupported"]) + "), ids only")
+           if m.get("tokenizer") and m.get("cpp_tokenizer") else ""),
         *validation_lines(m),
         *cpu_lines(m),
         f"tracer warns  {len(m.get('tracer_warnings', []))} (all checked by the validation grid)",

@@ -125,6 +125,10 @@ def save_tokenizer(tokenizer, staging: Path, manifest: dict) -> None:
     tok.no_padding()
     tok.enable_truncation(int(manifest["max_length"]))
     tok.save(str(tok_file))
+    from ..runtime.cpp_tokenizer_support import cpp_tokenizer_entry
+
+    # whether the C++ tokenizer (cpp/hts_tokenizer.hpp) can take text for this artifact
+    manifest["cpp_tokenizer"] = cpp_tokenizer_entry(tok.to_str())
     manifest["tokenizer"] = {
         "file": "tokenizer.json",
         "pad_token": getattr(tokenizer, "pad_token", None),

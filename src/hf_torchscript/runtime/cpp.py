@@ -19,6 +19,7 @@ from ..errors import BuildError
 
 RUNNER = "hts_run"
 EXAMPLE = "embed"
+TOKENIZE = "hts_tokenize"
 
 
 def source_dir() -> Path:
@@ -108,6 +109,10 @@ def build_runner(build_dir, *, source=None, jobs: int | None = None, quiet: bool
     for argv in cmake_commands(build_dir, source=source, jobs=jobs):
         proc = subprocess.run(argv, capture_output=quiet, text=True)
         if proc.returncode != 0:
+            missing = [line for line in ((proc.stdout or "") + (proc.stderr or "")).splitlines()
+                       if "hts-missing-library:" in line]
+            if missing:  # the one line cpp/CMakeLists.txt prints for a missing system library
+                raise BuildError(missing[0].split("hts-missing-library:", 1)[1].strip())
             tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-15:])
             raise BuildError(
                 f"`{shlex.join(argv)}` failed with exit code {proc.returncode}" + (f":\n{tail}" if tail else "")

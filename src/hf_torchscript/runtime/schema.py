@@ -49,6 +49,7 @@ MANIFEST = {
     "tokenizer": (False, (None, {"file": (True, _NAME), "pad_token": (False, (None, str)),
                                   "mask_token": (False, (None, str)), "padding": (False, _ANY),
                                   "truncation": (False, (None, _INT))})),
+    "cpp_tokenizer": (False, {"supported": (True, bool), "unsupported": (True, ("list", str))}),
     "id2label": (False, (None, ("map", str))),
     "validation": (False, {"passed": (False, bool), "ran": (False, bool), "cases": (False, ("list", _ANY)),
                            "atol": (False, (None, _NUM)), "rtol": (False, (None, _NUM)),
