@@ -75,6 +75,10 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     tell(progress, "load", f"loading {model if isinstance(model, (str, Path)) else type(model).__name__}")
     src = load_source(model, task=options.task, tokenizer=tokenizer, allow_pickle=options.allow_pickle,
                       trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights)
+    if src.task == "text-generation":  # a static KV cache in the graph, proven against generate (its own flow)
+        from .generation_export import export_generation
+
+        return export_generation(src, output_dir, options, force=force, progress=progress, start=start)
     tell(progress, "prepare", f"{src.config.model_type} for {src.task}: wrapper, inputs, output axes")
     p = prepare(src, options, backend)
     tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)
