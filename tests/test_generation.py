@@ -306,3 +306,26 @@ def test_aoti_is_refused_by_the_proof(trained, tmp_path):
         hts.export(src, tmp_path / "o", task="text-generation", backend="aoti", max_cache_len=MAX_CACHE)
     assert "does not match transformers generate" in str(e.value) and "--backend torchscript" in e.value.cli_message()
     assert not (tmp_path / "o").exists()
+
+
+def test_cpp_generator_matches_the_python_runtime(trained, runner):
+    """hts_run --generate (cpp/hf_torchscript.hpp's Generator): the Python runtime's tokens, greedy and seeded."""
+    _, out = trained("llama")
+    model = hts.load(out)
+    for prompt in _prompts(out, 4):
+        want = model.generator().generate_ids(prompt, max_new_tokens=12)
+        r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(map(str, prompt)),
+                            "--max-new-tokens", "12"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["generation"]["token_ids"] == want
+    # the same seed draws the same tokens in C++ as in Python (one torch CPU generator, one warp)
+    kw = dict(max_new_tokens=16, do_sample=True, temperature=0.8, top_k=30, top_p=0.9, seed=11)
+    want = model.generator().generate_ids([1, 40, 41], **kw)
+    r = subprocess.run([str(runner), str(out), "--generate", "--ids", "1,40,41", "--max-new-tokens", "16",
+                        "--do-sample", "--temperature", "0.8", "--top-k", "30", "--top-p", "0.9", "--seed", "11"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["generation"]["token_ids"] == want
+    r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(["40"] * (MAX_CACHE + 1))],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and f"KV cache holds {MAX_CACHE}" in r.stderr and r.stderr.count("\n") == 1
