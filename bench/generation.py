@@ -99,7 +99,8 @@ def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int)
     full = statistics.median(_time(run, new) for _ in range(repeats))
     return {"variant": variant, "prompt": prompt, "new_tokens": new, "prefill_s": one,
             "prefill_tokens_per_s": prompt / one, "decode_tokens_per_s": (new - 1) / max(full - one, 1e-9),
-            "cold_first_token_s": cold["ttft"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "cold_first_token_s": cold["ttft"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _time(fn, n) -> float:
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"{r['variant']:10} {r['prompt']:>6} error: {r['error']}")
             continue
-        print(f"{r['variant']:10} {r['prompt']:>6} {r['prefill_tokens_per_s']:>14.1f} {r['decode_tokens_per_s']:>13.1f} "
+        print(f"{r['variant']:10} {r['prompt']:>6} {r['prefill_tokens_per_s']:>14.1f} "
+              f"{r['decode_tokens_per_s']:>13.1f} "
               f"{r['cold_first_token_s']:>12.2f} {r['peak_rss_mb']:>8.0f}")
     m = doc["machine"]
     print(f"{m['cpu']}, {m['isa']}, {m['threads']} threads, load {m['load_average']} -> {m['load_average_after']}"

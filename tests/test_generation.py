@@ -211,8 +211,7 @@ def test_seeded_sampling_reproduces_and_warps_like_transformers(trained):
     assert model.generate("And God said", max_new_tokens=20, do_sample=True, top_k=1, seed=3,
                           details=True).token_ids == greedy
     # temperature, top-k, top-p as transformers' own warpers compute them
-    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
-                                                        TopPLogitsWarper)
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     logits = torch.randn(384, generator=torch.Generator().manual_seed(0)) * 3
     cfg = SamplingConfig(do_sample=True, temperature=0.7, top_k=50, top_p=0.8)

@@ -55,7 +55,8 @@ TIE = 1e-4
 
 
 def default_max_cache_len(config) -> int:
-    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or DEFAULT_MAX_CACHE_LEN
+    n = (getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+         or DEFAULT_MAX_CACHE_LEN)
     window = _sliding_window(config)
     return int(min(n, DEFAULT_MAX_CACHE_LEN, window or n))
 
@@ -88,7 +89,7 @@ def max_cache_len_for(config, requested: int | None) -> int:
 
 
 class StaticCacheLM(torch.nn.Module):
-    """transformers' ExecuTorch static-cache wrapper, batch 1, positional ``(input_ids, cache_position)``, fp32 logits."""
+    """transformers' ExecuTorch static-cache wrapper: batch 1, positional (input_ids, cache_position), fp32 logits."""
 
     def __init__(self, model, max_cache_len: int):
         super().__init__()
@@ -257,7 +258,6 @@ def prove(model, generator: Generator, prompts: list[list[int]], *, max_new_toke
     token flip where eager's two candidates are within ``tie`` ends that prompt's comparison as a tie;
     any other flip, or a logit outside ``atol + rtol*|eager|``, is a failure. Returns the report (JSON).
     """
-    cfg = SamplingConfig(max_new_tokens=max_new_tokens)
     eos = list(generator.eos_token_ids)
     pad = generator.manifest["generation"].get("pad_token_id")
     failures: list[str] = []
@@ -277,7 +277,7 @@ def prove(model, generator: Generator, prompts: list[list[int]], *, max_new_toke
                                  output_logits=True, return_dict_in_generate=True, top_k=None, top_p=None,
                                  temperature=None)
         want = out.sequences[0, len(ids):].tolist()
-        want_logits = [l[0].float() for l in out.logits]
+        want_logits = [step[0].float() for step in out.logits]
         got_logits: list = []
         got_prefill: list = []
         timings: dict = {}
