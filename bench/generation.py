@@ -4,7 +4,7 @@
     python bench/generation.py --smoke         # tiny sizes, to check the script on a busy machine
 
 Variants, each in its own process (so peak RSS is its own): ``artifact`` (our text-generation
-export, TorchScript, driven by hf_torchscript.generation), ``eager`` (transformers generate, its
+export, TorchScript, driven by hf_torchscript.runtime.generation), ``eager`` (transformers generate, its
 default dynamic cache), ``static`` (generate with cache_implementation="static"), ``compiled``
 (static cache + torch.compile of the forward). Decode speed does not depend on the weights, so
 the model is random; greedy with EOS disabled, so every variant generates exactly N tokens.
@@ -66,7 +66,7 @@ def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int)
     t0 = time.perf_counter()
     if variant == "artifact":
         import hf_torchscript as hts
-        from hf_torchscript.generation import SamplingConfig
+        from hf_torchscript.runtime.generation import SamplingConfig
 
         g = hts.load(out).generator()
         g.eos_token_ids = ()  # exactly N tokens, like the peers with EOS disabled

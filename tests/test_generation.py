@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.generation import SamplingConfig, warp_logits
-from hf_torchscript.generation_export import prove
+from hf_torchscript.runtime.generation import SamplingConfig, warp_logits
+from hf_torchscript.exporter.generation import prove
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_CACHE = 96
@@ -148,7 +148,7 @@ def test_trained_model_is_peaked_not_degenerate(trained):
 
 
 def test_eos_and_max_new_tokens(trained):
-    from hf_torchscript.generation import Generator
+    from hf_torchscript.runtime.generation import Generator
 
     src, out = trained("llama")
     model = hts.load(out)

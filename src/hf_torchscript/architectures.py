@@ -97,7 +97,7 @@ register("mpnet", like="roberta")
 register("deberta-v2", like="bert")
 register("gpt2", inputs=TEXT, tasks=DECODER_TASKS, decoder=True, max_positions=positions("n_positions"))
 register("llama", inputs=TEXT, tasks=DECODER_TASKS, decoder=True)
-# Decoder families with a transformers StaticCache, exported for text-generation only (generation_export.py).
+# Decoder families with a transformers StaticCache, exported for text-generation only (exporter/generation.py).
 register("qwen2", like="llama", tasks=("text-generation",))
 register("mistral", like="llama", tasks=("text-generation",))
 register("phi3", like="llama", tasks=("text-generation",))

@@ -207,7 +207,7 @@ def _run_generation(a, model, prompts: list, notes: list) -> int:
             result: dict = {}
             sys.stdout.write(prompt)
             sys.stdout.flush()
-            from .generation import sampling
+            from ..runtime.generation import sampling
 
             for piece in model.generator().stream(prompt, sampling(**kw), result=result):
                 sys.stdout.write(piece)

@@ -92,7 +92,7 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
     src = load_source(model, task=options.task, tokenizer=tokenizer, allow_pickle=options.allow_pickle,
                       trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights)
     if src.task == "text-generation":  # a static KV cache in the graph, proven against generate (its own flow)
-        from .generation_export import export_generation
+        from .generation import export_generation
 
         return export_generation(src, output_dir, options, force=force, progress=progress, start=start)
     tell(progress, "prepare", f"{src.config.model_type} for {src.task}: wrapper, inputs, output axes")

@@ -19,7 +19,7 @@ Formats (docs/formats.md, "text-generation"):
   would be refused, not shipped.
 
 The proof (``prove``) runs the written artifact through the runtime's decode loop
-(hf_torchscript.generation) and compares it with eager ``model.generate(do_sample=False)`` (its
+(hf_torchscript.runtime.generation) and compares it with eager ``model.generate(do_sample=False)`` (its
 default dynamic cache): every generated token, the logits of every prompt position at prefill and of
 every decode step. An export that does not match is refused.
 """
@@ -35,10 +35,11 @@ from pathlib import Path
 
 import torch
 
+from ..runtime.artifact import MODEL_FILES
 from . import artifact
-from .errors import OptionError, TraceError, ValidationError, option
-from .generation import TASK, Generator, SamplingConfig, make_generator
-from .progress import report as tell
+from ..errors import OptionError, TraceError, ValidationError, option
+from ..runtime.generation import TASK, Generator, SamplingConfig, make_generator
+from ..progress import report as tell
 
 # Default --max-cache-len cap. The cache is allocated in full (2 x layers x kv_heads x head_dim x
 # length floats per sequence) and every step's attention spans all of it, so a config's
@@ -170,7 +171,7 @@ def _export_aoti(wrapper, max_cache_len: int, example_len: int):
 
 
 def _trace_torchscript(wrapper, example_len: int):
-    from .deprecation import jit_api
+    from ..deprecation import jit_api
 
     ids = torch.randint(0, 2, (1, example_len))
     pos = torch.arange(example_len)
@@ -210,7 +211,7 @@ class _GenerationPt2:
 
             def finish(self, staging, manifest):
                 from .backends.aoti import INDUCTOR_CONFIGS
-                from .pt2 import PT2_FILE
+                from ..runtime.pt2 import PT2_FILE
 
                 if self.loaded is None:
                     self.roundtrip(staging)
@@ -235,7 +236,7 @@ def proof_prompts(tokenizer, vocab: int, n: int, max_len: int, *, seed: int = 0)
     """Prompts of varied length: real sentences through the tokenizer, or seeded random ids without one."""
     lengths = [1 + (i * 7919) % max(1, max_len) for i in range(n)]
     if tokenizer is not None:
-        from .texts import real_sentences
+        from ..texts import real_sentences
 
         sents = [s["text"] for s in real_sentences()]
         out = []
@@ -340,7 +341,7 @@ def prove(model, generator: Generator, prompts: list[list[int]], *, max_new_toke
 
 def export_generation(src, output_dir: Path, options, *, force: bool, progress=None, start: float | None = None):
     """Export ``src`` (a loaded source.Source) for text-generation; returns an exporter.ExportResult."""
-    from .exporter import ExportResult
+    from .flow import ExportResult
     from .parity import ValidationReport
 
     start = time.perf_counter() if start is None else start
@@ -398,13 +399,13 @@ def export_generation(src, output_dir: Path, options, *, force: bool, progress=N
                 report,
             )
         manifest = _manifest(src, options, fmt, inputs, outputs, shapes_info, gen_meta, proof)
-        tell(progress, "save", f"{artifact.MODEL_FILES[fmt]}, manifest.json, tokenizer files -> {output_dir}")
+        tell(progress, "save", f"{MODEL_FILES[fmt]}, manifest.json, tokenizer files -> {output_dir}")
         artifact.write_artifact(staging, module, manifest, tokenizer)
         _untruncate(staging, manifest)
         artifact.seal(staging, module, manifest)
         artifact.commit(staging, output_dir, force)
     except OSError as e:
-        from .atomic import write_error
+        from ..atomic import write_error
 
         shutil.rmtree(staging, ignore_errors=True)
         raise write_error(e, output_dir) from None
@@ -430,7 +431,7 @@ def _untruncate(staging: Path, manifest: dict) -> None:
 
 
 def _manifest(src, options, fmt, inputs, outputs, shapes_info, gen_meta, proof) -> dict:
-    from .artifact import FORMAT_VERSION, _source, versions
+    from .artifact import FORMAT_VERSION, _source, cpu_block, versions
 
     return {
         "format_version": FORMAT_VERSION,
@@ -459,5 +460,6 @@ def _manifest(src, options, fmt, inputs, outputs, shapes_info, gen_meta, proof) 
         "validation": {k: v for k, v in proof.items()},
         "tracer_warnings": [],
         "versions": versions(),
+        "cpu": cpu_block(options),
         "generation": gen_meta,
     }

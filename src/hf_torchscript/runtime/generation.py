@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .errors import InputError, option
+from ..errors import InputError, option
 
 TASK = "text-generation"
 
