@@ -140,13 +140,6 @@ def test_greedy_equals_generate_token_for_token(trained, model_type):
     assert report["max_abs_diff"]["step_logits"] < 1e-4
 
 
-def test_trained_model_is_peaked_not_degenerate(trained):
-    src, out = trained("llama")
-    text = hts.load(out).generate("And God said", max_new_tokens=20)
-    ids = hts.load(out).generate("And God said", max_new_tokens=20, details=True).token_ids
-    assert len(set(ids)) >= 4, text  # not one token repeated: a tie-free, trained distribution
-
-
 def test_eos_and_max_new_tokens(trained):
     from hf_torchscript.runtime.generation import Generator
 
