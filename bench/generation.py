@@ -98,7 +98,8 @@ def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int)
     one = statistics.median(_time(run, 1) for _ in range(repeats))
     full = statistics.median(_time(run, new) for _ in range(repeats))
     return {"variant": variant, "prompt": prompt, "new_tokens": new, "prefill_s": one,
-            "prefill_tokens_per_s": prompt / one, "decode_tokens_per_s": (new - 1) / max(full - one, 1e-9),
+            "prefill_tokens_per_s": prompt / one, # None when noise swamps the difference (a busy machine, one repeat): never a made-up rate
+            "decode_tokens_per_s": (new - 1) / (full - one) if full > one else None,
             "cold_first_token_s": cold["ttft"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -144,8 +145,9 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"{r['variant']:10} {r['prompt']:>6} error: {r['error']}")
             continue
+        decode = r["decode_tokens_per_s"]
         print(f"{r['variant']:10} {r['prompt']:>6} {r['prefill_tokens_per_s']:>14.1f} "
-              f"{r['decode_tokens_per_s']:>13.1f} "
+              f"{decode if decode is None else round(decode, 1)!s:>13} "
               f"{r['cold_first_token_s']:>12.2f} {r['peak_rss_mb']:>8.0f}")
     m = doc["machine"]
     print(f"{m['cpu']}, {m['isa']}, {m['threads']} threads, load {m['load_average']} -> {m['load_average_after']}"
