@@ -98,7 +98,8 @@ def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int)
     one = statistics.median(_time(run, 1) for _ in range(repeats))
     full = statistics.median(_time(run, new) for _ in range(repeats))
     return {"variant": variant, "prompt": prompt, "new_tokens": new, "prefill_s": one,
-            "prefill_tokens_per_s": prompt / one, # None when noise swamps the difference (a busy machine, one repeat): never a made-up rate
+            "prefill_tokens_per_s": prompt / one,
+            # None when noise swamps the difference (a busy machine, one repeat): never a made-up rate
             "decode_tokens_per_s": (new - 1) / (full - one) if full > one else None,
             "cold_first_token_s": cold["ttft"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
