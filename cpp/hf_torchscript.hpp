@@ -16,6 +16,7 @@
 // aborts the process), so this header checks them from the manifest, with the same words.
 #pragma once
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 
@@ -35,6 +36,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -876,6 +879,98 @@ class Model {
   int64_t max_length_ = 0;
   int64_t pad_token_id_ = 0;
   torch::jit::Module module_;
+};
+
+// A text-generation artifact's decode loop (Python: hf_torchscript.generation). The model file holds
+// a static KV cache; forward(input_ids[1, S], cache_position[S]) -> logits[1, S, vocab]: the prompt in
+// one call (prefill), then one token per call. One sequence at a time per Model: the cache is model
+// state, so use one Generator (and Model) per thread. Positions restart at 0 for each generation;
+// the graph masks every cache slot past the query's position, so no reset is needed.
+struct SamplingConfig {
+  int64_t max_new_tokens = 32;
+  bool do_sample = false;
+  double temperature = 1.0;
+  int64_t top_k = 0;    // 0: off
+  double top_p = 1.0;   // 1: off
+  uint64_t seed = 0;
+};
+
+class Generator {
+ public:
+  explicit Generator(Model& model) : model_(model) {
+    const auto& m = model.manifest();
+    if (model.task() != "text-generation" || !m.contains("generation"))
+      throw Error("this artifact was exported for '" + model.task() + "', not text-generation; re-export it with "
+                  "--task text-generation");
+    const auto& g = m.at("generation");
+    max_cache_len_ = g.at("max_cache_len").get<int64_t>();
+    vocab_size_ = g.at("vocab_size").get<int64_t>();
+    for (const auto& e : g.value("eos_token_ids", nlohmann::json::array())) eos_.push_back(e.get<int64_t>());
+  }
+
+  int64_t max_cache_len() const { return max_cache_len_; }
+  const std::vector<int64_t>& eos_token_ids() const { return eos_; }
+
+  // New token ids after `prompt` (EOS included when generated). `on_token` (optional) is called with
+  // each token as it is chosen; returning false stops the generation.
+  std::vector<int64_t> generate(const std::vector<int64_t>& prompt, const SamplingConfig& cfg,
+                                const std::function<bool(int64_t)>& on_token = nullptr) {
+    if (prompt.empty()) throw Error("the prompt is empty; pass at least one token");
+    if (static_cast<int64_t>(prompt.size()) > max_cache_len_)
+      throw Error("the prompt has " + std::to_string(prompt.size()) + " tokens but this artifact's KV cache holds " +
+                  std::to_string(max_cache_len_) + "; shorten it, or re-export with a larger --max-cache-len");
+    if (cfg.max_new_tokens < 1) throw Error("max_new_tokens must be >= 1");
+    if (cfg.do_sample && !(cfg.temperature > 0)) throw Error("temperature must be > 0");
+    // The same generator as Python's torch.Generator().manual_seed(seed): the same seed draws the same tokens.
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(cfg.seed);
+    auto ids = torch::tensor(prompt, torch::kLong).unsqueeze(0);
+    auto logits = model_.run_positional({ids, torch::arange(static_cast<int64_t>(prompt.size()), torch::kLong)})[0];
+    auto last = logits[0][-1].to(torch::kFloat);
+    std::vector<int64_t> out;
+    int64_t pos = static_cast<int64_t>(prompt.size());
+    while (true) {
+      const int64_t token = choose(last, cfg, gen);
+      out.push_back(token);
+      if (on_token && !on_token(token)) break;
+      if (std::find(eos_.begin(), eos_.end(), token) != eos_.end()) break;
+      if (static_cast<int64_t>(out.size()) >= cfg.max_new_tokens || pos >= max_cache_len_) break;
+      logits = model_.run_positional({torch::tensor({token}, torch::kLong).unsqueeze(0),
+                                      torch::tensor({pos}, torch::kLong)})[0];
+      last = logits[0][-1].to(torch::kFloat);
+      ++pos;
+    }
+    return out;
+  }
+
+  // Temperature, then top-k, then top-p, as transformers' warpers (and hf_torchscript.generation.warp_logits).
+  static torch::Tensor warp(torch::Tensor logits, const SamplingConfig& cfg) {
+    logits = logits.to(torch::kFloat);
+    if (cfg.temperature != 1.0) logits = logits / cfg.temperature;
+    if (cfg.top_k > 0 && cfg.top_k < logits.size(-1)) {
+      auto kth = std::get<0>(torch::topk(logits, cfg.top_k))[-1];
+      logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+    }
+    if (cfg.top_p < 1.0) {
+      auto sorted = torch::sort(logits, /*dim=*/-1, /*descending=*/false);
+      auto cum = std::get<0>(sorted).softmax(-1).cumsum(-1);
+      auto remove = cum <= (1 - cfg.top_p);
+      remove.index_put_({-1}, false);
+      logits = logits.masked_fill(remove.scatter(0, std::get<1>(sorted), remove),
+                                  -std::numeric_limits<float>::infinity());
+    }
+    return logits;
+  }
+
+ private:
+  int64_t choose(const torch::Tensor& logits, const SamplingConfig& cfg, at::Generator& gen) {
+    if (!cfg.do_sample) return logits.argmax().item<int64_t>();
+    auto probs = warp(logits, cfg).softmax(-1);
+    return torch::multinomial(probs, 1, false, gen).item<int64_t>();
+  }
+
+  Model& model_;
+  int64_t max_cache_len_ = 0, vocab_size_ = 0;
+  std::vector<int64_t> eos_;
 };
 
 }  // namespace hf_torchscript

@@ -2,6 +2,8 @@
 //
 //   hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--threads T] [--max-input-bytes B]
 //   hts_run OUTPUT_DIR [INPUT_JSON|-] --bench N [--warmup W] [--threads T]
+//   hts_run OUTPUT_DIR --generate --ids 1,2,3 [--max-new-tokens N] [--do-sample] [--temperature T]
+//           [--top-k K] [--top-p P] [--seed S]     (text-generation artifacts: token ids in, token ids out)
 //
 // Input (a file, or stdin when INPUT_JSON is "-" or absent): one nested list per manifest input,
 //   {"input_ids": [[101, 7592, 102]], "attention_mask": [[1, 1, 1]], "token_type_ids": [[0, 0, 0]]}
@@ -44,7 +46,9 @@ const char* kUsage =
     "usage: hts_run OUTPUT_DIR [INPUT_JSON|-] [--outputs NAME,...] [--bench N] [--warmup W] [--threads T] "
     "[--max-input-bytes B]\n"
     "       hts_run OUTPUT_DIR (--text TEXT [--pair PAIR] ... | --input FILE [--input-format auto|text|jsonl]) "
-    "[--batch-size N] [--threads T]";
+    "[--batch-size N] [--threads T]\n"
+    "       hts_run OUTPUT_DIR --generate --ids 1,2,3 [--max-new-tokens N] [--do-sample] "
+    "[--temperature T] [--top-k K] [--top-p P] [--seed S]";
 
 struct Args {
   std::string directory;
@@ -59,6 +63,9 @@ struct Args {
   std::string input_format = "auto";
   int batch_size = 32;
   bool text_mode() const { return !texts.empty() || !text_input.empty(); }
+  bool generate = false;
+  std::vector<int64_t> ids;
+  hts::SamplingConfig sampling;
 };
 
 class UsageError : public std::runtime_error {
@@ -91,6 +98,25 @@ Args parse_args(int argc, char** argv) {
     } else if (arg == "--bench") {
       a.bench = non_negative_int(arg, value(arg));
       if (a.bench == 0) throw UsageError("--bench takes the number of timed calls, at least 1");
+    } else if (arg == "--generate") {
+      a.generate = true;
+    } else if (arg == "--ids") {
+      std::stringstream ss(value(arg));
+      std::string item;
+      while (std::getline(ss, item, ','))
+        if (!item.empty()) a.ids.push_back(non_negative_int("--ids", item));
+    } else if (arg == "--max-new-tokens") {
+      a.sampling.max_new_tokens = non_negative_int(arg, value(arg));
+    } else if (arg == "--do-sample") {
+      a.sampling.do_sample = true;
+    } else if (arg == "--temperature") {
+      a.sampling.temperature = std::stod(value(arg));
+    } else if (arg == "--top-k") {
+      a.sampling.top_k = non_negative_int(arg, value(arg));
+    } else if (arg == "--top-p") {
+      a.sampling.top_p = std::stod(value(arg));
+    } else if (arg == "--seed") {
+      a.sampling.seed = static_cast<uint64_t>(non_negative_int(arg, value(arg)));
     } else if (arg == "--warmup") {
       a.warmup = non_negative_int(arg, value(arg));
     } else if (arg == "--threads") {
@@ -469,6 +495,17 @@ int main(int argc, char** argv) {
   try {
     if (args.threads > 0) at::set_num_threads(args.threads);
     hts::Model model(args.directory);
+    if (args.generate) {
+      if (args.ids.empty()) throw hts::Error("--generate needs the prompt's token ids: --ids 1,2,3");
+      hts::Generator generator(model);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto tokens = generator.generate(args.ids, args.sampling);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      OutJson out;
+      out["generation"] = {{"prompt_ids", args.ids}, {"token_ids", tokens}, {"seconds", seconds}};
+      std::cout << out.dump() << "\n";
+      return 0;
+    }
     if (args.text_mode()) return run_texts(model, args);
     auto inputs = to_tensors(read_input(args.input, args.max_input_bytes), model);
     return args.bench ? bench(model, inputs, args.bench, args.warmup) : print_outputs(model, inputs, args.outputs);

@@ -31,6 +31,13 @@ TINY_CONFIGS = {
     ),
     "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=_L, bos_token_id=2, eos_token_id=3),
     "llama": dict(COMMON, num_key_value_heads=2, max_position_embeddings=_L, bos_token_id=2, eos_token_id=3),
+    # text-generation only (tests/test_generation.py); GQA heads as the real families have them.
+    "qwen2": dict(COMMON, num_key_value_heads=2, max_position_embeddings=_L, bos_token_id=2, eos_token_id=3),
+    "mistral": dict(COMMON, num_key_value_heads=2, max_position_embeddings=_L, sliding_window=None, bos_token_id=2,
+                    eos_token_id=3),
+    "phi3": dict(COMMON, num_key_value_heads=2, max_position_embeddings=_L, bos_token_id=2, eos_token_id=3),
+    "gemma": dict(COMMON, num_key_value_heads=2, head_dim=8, max_position_embeddings=_L, bos_token_id=2,
+                  eos_token_id=3),
     "t5": dict(d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
                decoder_start_token_id=0),
     "vit": dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

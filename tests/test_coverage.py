@@ -11,7 +11,9 @@ from hf_torchscript.architectures import REGISTRY
 from models import TINY_CONFIGS
 from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
-CASES = [(mt, task) for mt, arch in REGISTRY.items() for task in arch.tasks]
+# text-generation has its own flow and proof (a static KV cache, token for token vs generate):
+# tests/test_generation.py covers every architecture registered for it.
+CASES = [(mt, task) for mt, arch in REGISTRY.items() for task in arch.tasks if task != "text-generation"]
 
 
 def test_every_registered_architecture_has_a_test_model():

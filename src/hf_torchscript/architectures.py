@@ -21,7 +21,7 @@ ENCODER_TASKS = (
     "question-answering",
     "multiple-choice",
 )
-DECODER_TASKS = ("feature-extraction", "causal-lm", "text-classification")
+DECODER_TASKS = ("feature-extraction", "causal-lm", "text-classification", "text-generation")
 
 
 def positions(attr: str = "max_position_embeddings", *, padding_offset: bool = False) -> Callable:
@@ -97,6 +97,11 @@ register("mpnet", like="roberta")
 register("deberta-v2", like="bert")
 register("gpt2", inputs=TEXT, tasks=DECODER_TASKS, decoder=True, max_positions=positions("n_positions"))
 register("llama", inputs=TEXT, tasks=DECODER_TASKS, decoder=True)
+# Decoder families with a transformers StaticCache, exported for text-generation only (exporter/generation.py).
+register("qwen2", like="llama", tasks=("text-generation",))
+register("mistral", like="llama", tasks=("text-generation",))
+register("phi3", like="llama", tasks=("text-generation",))
+register("gemma", like="llama", tasks=("text-generation",))
 register(
     "t5",
     inputs=("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"),

@@ -40,6 +40,7 @@ TASK_NAMES = (
     "causal-lm",
     "seq2seq-lm",
     "image-classification",
+    "text-generation",
 )
 DTYPES = ("float32", "bfloat16", "float16")
 # optimum's and torch's other spellings of the same dtypes (optimum-cli export onnx --dtype fp16).
@@ -173,6 +174,9 @@ class ExportOptions:
     trust_remote_code: bool = _opt(False, "run the model repository's own code (auto_map in config.json)",
                                    commands=("export", "validate"))
     seed: int = _opt(0, "seed of the dummy and validation inputs")
+    max_cache_len: int | None = _opt(None, "text-generation: positions the static KV cache holds, prompt plus new "
+                                     "tokens (default: the model's positions, at most 2048: the cache is allocated in "
+                                     "full and every decode step attends over all of it)")
 
     def __post_init__(self):
         _check_types(self)
@@ -199,6 +203,9 @@ class ExportOptions:
         if self.static_batch and self.shapes != "static":
             raise ShapeError(f"{option('static_batch', True)} needs {option('shapes', 'static')}: only a static trace "
                              "fixes the batch size")
+        if self.max_cache_len is not None and self.task != "text-generation":
+            raise OptionError(f"{option('max_cache_len')} sizes the KV cache of {option('task', 'text-generation')}; "
+                              f"drop it, or pass {option('task', 'text-generation')}")
         if self.max_length is not None and self.max_length < 1:
             raise ShapeError(f"max length must be >= 1, got {self.max_length}; pass e.g. {option('max_length', 128)}")
         for name in ("atol", "rtol"):

@@ -52,6 +52,8 @@ TASKS: dict[str, Task] = {
         Task("causal-lm", "AutoModelForCausalLM", {"logits": PER_TOKEN}),  # next-token logits, no cache
         Task("seq2seq-lm", "AutoModelForSeq2SeqLM", {"logits": ("batch_size", "decoder_sequence_length", "*")}),
         Task("image-classification", "AutoModelForImageClassification", {"logits": PER_ROW}, labels=True),
+        # A static KV cache inside the graph, one sequence: exporter/generation.py, not the shape grid.
+        Task("text-generation", "AutoModelForCausalLM", {"logits": (1, "sequence_length", "*")}),
     )
 }
 

@@ -50,6 +50,12 @@ def run_output(task: str, result) -> list[dict]:
     return [_plain(r) for r in result]  # already one flat object per input
 
 
+def generation_output(result: dict) -> dict:
+    """One text-generation result (generation.Generation fields) as a ``run --json`` output object."""
+    return {"text": result["text"], "token_ids": list(result["token_ids"]), "prompt_ids": list(result["prompt_ids"]),
+            "finish_reason": result["finish_reason"], "timings": dict(result["timings"])}
+
+
 def run_document(directory, manifest: dict, inputs: list, outputs: list[dict], *, similarity=None,
                  warnings: list[str] = ()) -> dict:
     """The whole ``run --json`` document."""
@@ -236,6 +242,12 @@ def _key(v) -> float:
 def checks(manifest: dict) -> dict:
     """What the artifact's proof checked and found, per check, in the check's own terms (for ``info --json``)."""
     v = manifest.get("validation") or {}
+    if v.get("mode") == "generation":  # text-generation: tokens and logits vs transformers generate
+        keys = ("prompts", "prompt_lengths", "max_new_tokens", "tokens_compared", "sequences_equal", "ties",
+                "finish_reasons", "prefill_positions_compared", "atol", "rtol", "tie", "max_abs_diff", "summary")
+        gen = {"check": "generation", "ran": v.get("ran", True), "passed": bool(v.get("passed")),
+               "against": v.get("against"), **{k: v.get(k) for k in keys}}
+        return {"checks": [gen], "passed": gen["passed"] and gen["ran"]}
     grid = {"check": "grid", "ran": v.get("ran", True), "passed": bool(v.get("passed")) and v.get("ran", True),
             "cases": len(v.get("cases", [])), "mode": v.get("mode", "allclose"),
             "against": "the float32 eager model on the same batch, and each padded row alone unpadded"}
@@ -267,6 +279,13 @@ def validation_lines(manifest: dict) -> list[str]:
     summary = checks(manifest)
     grid = summary["checks"][0]
     label = "validation    "
+    if grid["check"] == "generation":
+        lengths = grid.get("prompt_lengths") or [0]
+        return [f"{label}{grid.get('summary')}",
+                f"  against     {grid.get('against')}",
+                f"  prompts     {grid.get('prompts')} of {min(lengths)}-{max(lengths)} tokens, up to "
+                f"{grid.get('max_new_tokens')} new tokens each; a flip within {grid.get('tie')} of eager's "
+                "top logit ends that prompt as a tie"]
     if not grid["ran"]:
         lines = [f"{label}not run ({grid.get('note')})"]
     elif grid["mode"] == "cosine":

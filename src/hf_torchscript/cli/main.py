@@ -170,6 +170,15 @@ def cmd_run(a) -> int:
         warnings.filterwarnings("ignore", message=QUANTIZED_DEPRECATED)
         model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if model.task == "text-generation":
+        return _run_generation(a, model, inputs, notes)
+    generation_only = [f for f, v in (("--max-new-tokens", a.max_new_tokens), ("--do-sample", a.do_sample),
+                                      ("--temperature", a.temperature), ("--top-p", a.top_p), ("--seed", a.seed),
+                                      ("--stop", a.stop)) if v]
+    if generation_only:
+        raise OptionError(f"{', '.join(generation_only)} apply to text-generation artifacts; {a.output_dir} is a "
+                          f"{model.task} artifact")
+    a.top_k = 5 if a.top_k is None else a.top_k
     if a.similarity and model.task != "sentence-embedding":
         raise OptionError(f"--similarity compares sentence embeddings; {a.output_dir} is a {model.task} artifact "
                           "(export with --task sentence-embedding)")
@@ -217,6 +226,42 @@ def nonfinite_exit(doc: dict, nonfinite: int, json_mode: bool) -> int:
 
     _, shown = display.strict({k: v for k, v in doc.items() if k != "warnings"})
     return EXIT_NONFINITE if shown else 0
+
+
+def _run_generation(a, model, prompts: list, notes: list) -> int:
+    """text-generation: stream each prompt's continuation to the terminal, or one --json document."""
+    from . import display
+
+    if any(not isinstance(p, str) for p in prompts):
+        raise OptionError("text-generation takes plain prompts; --pair and --choice do not apply")
+    kw = dict(max_new_tokens=a.max_new_tokens or 32, do_sample=a.do_sample, temperature=a.temperature or 1.0,
+              top_k=a.top_k, top_p=a.top_p, seed=a.seed, stop=tuple(a.stop or ()))
+    outputs = []
+    stream = not a.json and a.output is None
+    for prompt in prompts:
+        if stream:  # pieces as they arrive; the prompt first, as a terminal user typed it
+            result: dict = {}
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+            from ..runtime.generation import sampling
+
+            for piece in model.generator().stream(prompt, sampling(**kw), result=result):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            outputs.append(result)
+        else:
+            outputs.append(vars(model.generate(prompt, details=True, **kw)))
+    doc = display.run_document(a.output_dir, model.manifest, prompts, [display.generation_output(o) for o in outputs],
+                               warnings=notes)
+    doc["sampling"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
+    for note in doc["warnings"]:
+        _err(f"warning: {note}")
+    if a.json:
+        _write(display.dumps(doc)[0] + "\n", a.output)
+    elif not stream:
+        _write("".join(p + o["text"] + "\n" for p, o in zip(prompts, outputs)), a.output)
+    return 0
 
 
 def _run_inputs(a) -> list:
@@ -598,7 +643,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pair", action="append", default=None, help="second text of a pair (QA context), once per TEXT")
     r.add_argument("--choice", action="append", default=None, metavar="TEXT",
                    help="multiple-choice: one choice (repeat the flag), the same for every TEXT")
-    r.add_argument("--top-k", type=int, default=5, help="predictions shown per mask / next token (default 5)")
+    r.add_argument("--top-k", type=int, default=None, help="predictions shown per mask / next token (default 5); "
+                   "text-generation with --do-sample: sample from the K most likely tokens")
+    r.add_argument("--max-new-tokens", type=_positive, default=None, metavar="N",
+                   help="text-generation: tokens to generate at most (default 32); stops earlier at EOS or a --stop")
+    r.add_argument("--do-sample", action="store_true", help="text-generation: sample instead of greedy decoding")
+    r.add_argument("--temperature", type=float, default=None, help="text-generation with --do-sample (default 1.0)")
+    r.add_argument("--top-p", type=float, default=None, help="text-generation with --do-sample: nucleus sampling")
+    r.add_argument("--seed", type=int, default=None, help="text-generation with --do-sample: the same seed gives "
+                   "the same tokens")
+    r.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="text-generation: stop before this text (repeat the flag for several)")
     r.add_argument("--similarity", action="store_true", help="sentence embeddings: add their cosine similarities")
     r.add_argument("--json", action="store_true", help="the full results as JSON, one schema for every task")
     r.add_argument("-o", "--output", metavar="FILE", help="write the results to FILE instead of stdout")

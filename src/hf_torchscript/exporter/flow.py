@@ -111,6 +111,10 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
                       trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights,
                       allow_unused_weights=options.allow_unused_weights,
                       allow_tokenizer_mismatch=options.allow_tokenizer_mismatch)
+    if src.task == "text-generation":  # a static KV cache in the graph, proven against generate (its own flow)
+        from .generation import export_generation
+
+        return export_generation(src, output_dir, options, force=force, progress=progress, start=start)
     tell(progress, "prepare", f"{src.config.model_type} for {src.task}: wrapper, inputs, output axes")
     p = prepare(src, options, backend)
     tolerance = tolerance_for(options.dtype, options.quantize, atol=options.atol, rtol=options.rtol)

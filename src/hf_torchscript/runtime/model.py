@@ -156,6 +156,42 @@ class ExportedModel:
             out.append(x)
         return tuple(out)
 
+    # -- text-generation (generation.py) ---------------------------------------------------------
+
+    def generator(self):
+        """The decode loop over this artifact (text-generation only): one sequence at a time, behind a lock."""
+        if getattr(self, "_generator", None) is None:
+            from .generation import make_generator
+
+            self._generator = make_generator(self.module, self.manifest, self.tokenizer)
+        return self._generator
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop: Sequence[str] = (), details: bool = False):
+        """Generate text after ``prompt`` (a text-generation artifact); greedy unless ``do_sample``.
+
+        Stops at EOS, after ``max_new_tokens``, when the KV cache is full, or before the first ``stop``
+        string. Returns the new text, or with ``details=True`` a ``generation.Generation`` (text, token
+        ids, finish reason, timings). Raises InputError for a prompt longer than the cache.
+
+        Example: ``hts.load("out/").generate("In the beginning", max_new_tokens=20)``
+        """
+        from .generation import sampling
+
+        cfg = sampling(max_new_tokens, do_sample, temperature, top_k, top_p, seed, stop)
+        result = self.generator().generate(prompt, cfg)
+        return result if details else result.text
+
+    def stream(self, prompt: str, *, max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               stop: Sequence[str] = ()):
+        """Like ``generate``, but an iterator of text pieces as the tokens arrive."""
+        from .generation import sampling
+
+        return self.generator().stream(prompt, sampling(max_new_tokens, do_sample, temperature, top_k, top_p, seed,
+                                                        stop))
+
     # -- text ------------------------------------------------------------------------------------
 
     def encode(self, texts: Sequence, pairs: Sequence | None = None) -> tuple[dict[str, torch.Tensor], list]:

@@ -1,0 +1,162 @@
+"""Generation speed: prefill and decode tokens/s, peak memory, cold time to first token (batch 1).
+
+    python bench/generation.py                 # prompt 32 and 128, 64 new tokens, a 4-layer llama (random weights)
+    python bench/generation.py --smoke         # tiny sizes, to check the script on a busy machine
+
+Variants, each in its own process (so peak RSS is its own): ``artifact`` (our text-generation
+export, TorchScript, driven by hf_torchscript.runtime.generation), ``eager`` (transformers generate, its
+default dynamic cache), ``static`` (generate with cache_implementation="static"), ``compiled``
+(static cache + torch.compile of the forward). Decode speed does not depend on the weights, so
+the model is random; greedy with EOS disabled, so every variant generates exactly N tokens.
+Prefill = time of a 1-token generation; decode tokens/s = (N - 1) / (time(N) - time(1)); medians
+of --repeats after a warm-up run. The machine (CPU model, ISA, load average) is recorded: results
+taken while the load average is above 1 are not evidence (the JSON says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("artifact", "eager", "static", "compiled")
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    load = os.getloadavg()[0]
+    return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "load_average": round(load, 2), "quiet": load <= 1.0, "torch": torch.__version__}
+
+
+def build(workdir: Path, smoke: bool, max_cache: int) -> tuple[Path, Path]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import hf_torchscript as hts
+
+    src, out = workdir / "src", workdir / "out"
+    if not (out / "manifest.json").is_file():
+        torch.manual_seed(0)
+        size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128) if smoke else \
+            dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1376)
+        cfg = AutoConfig.for_model("llama", vocab_size=4096, num_key_value_heads=size["num_attention_heads"] // 2,
+                                   max_position_embeddings=max_cache, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                                   **size)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
+        hts.export(src, out, task="text-generation", max_cache_len=max_cache, force=True)
+    return src, out
+
+
+def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int) -> dict:
+    """One variant in this process: warm up, then median times of 1-token and N-token generations."""
+    import torch
+
+    ids = torch.randint(3, 4000, (1, prompt), generator=torch.Generator().manual_seed(prompt)).tolist()[0]
+    t0 = time.perf_counter()
+    if variant == "artifact":
+        import hf_torchscript as hts
+        from hf_torchscript.runtime.generation import SamplingConfig
+
+        g = hts.load(out).generator()
+        g.eos_token_ids = ()  # exactly N tokens, like the peers with EOS disabled
+
+        def run(n):
+            for i, _ in enumerate(g.iter_ids(ids, SamplingConfig(max_new_tokens=n))):
+                if i == 0 and "ttft" not in cold:
+                    cold["ttft"] = time.perf_counter() - t0
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(src).eval()
+        kw = {}
+        if variant in ("static", "compiled"):
+            kw["cache_implementation"] = "static"
+        if variant == "compiled":
+            model.forward = torch.compile(model.forward, dynamic=False)
+        x = torch.tensor([ids])
+
+        def run(n):
+            with torch.no_grad():
+                model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n,
+                               min_new_tokens=n, eos_token_id=None, pad_token_id=0, **kw)
+            cold.setdefault("ttft", time.perf_counter() - t0)
+
+    cold: dict = {}
+    run(1)  # cold: load + first token
+    run(new)  # warm-up (compiles, profiling runs)
+    one = statistics.median(_time(run, 1) for _ in range(repeats))
+    full = statistics.median(_time(run, new) for _ in range(repeats))
+    return {"variant": variant, "prompt": prompt, "new_tokens": new, "prefill_s": one,
+            "prefill_tokens_per_s": prompt / one,
+            # None when noise swamps the difference (a busy machine, one repeat): never a made-up rate
+            "decode_tokens_per_s": (new - 1) / (full - one) if full > one else None,
+            "cold_first_token_s": cold["ttft"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _time(fn, n) -> float:
+    t = time.perf_counter()
+    fn(n)
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny model and sizes (checks the script, not evidence)")
+    p.add_argument("--prompts", default=None, help="prompt lengths, comma-separated (default 32,128; smoke 8)")
+    p.add_argument("--new-tokens", type=int, default=None, help="new tokens (default 64; smoke 8)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default 5; smoke 1)")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--workdir", default="bench/results/generation-work")
+    p.add_argument("--json", metavar="FILE", help="write the results here too")
+    p.add_argument("--child", nargs=6, metavar=("VARIANT", "SRC", "OUT", "PROMPT", "NEW", "REPEATS"),
+                   help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        v, src, out, prompt, new, repeats = a.child
+        print(json.dumps(child(v, src, out, int(prompt), int(new), int(repeats))))
+        return 0
+    prompts = [int(x) for x in (a.prompts or ("8" if a.smoke else "32,128")).split(",")]
+    new = a.new_tokens or (8 if a.smoke else 64)
+    repeats = a.repeats or (1 if a.smoke else 5)
+    src, out = build(Path(a.workdir), a.smoke, max(prompts) + new + 1)
+    doc = {"machine": machine(), "smoke": a.smoke, "results": []}
+    for prompt in prompts:
+        for v in a.variants.split(","):
+            r = subprocess.run([sys.executable, __file__, "--child", v, str(src), str(out), str(prompt), str(new),
+                                str(repeats)], capture_output=True, text=True)
+            if r.returncode != 0:
+                doc["results"].append({"variant": v, "prompt": prompt, "error": r.stderr.strip().splitlines()[-1:]})
+                continue
+            doc["results"].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    doc["machine"]["load_average_after"] = round(os.getloadavg()[0], 2)
+    print(f"{'variant':10} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'cold TTFT s':>12} {'peak MB':>8}")
+    for r in doc["results"]:
+        if "error" in r:
+            print(f"{r['variant']:10} {r['prompt']:>6} error: {r['error']}")
+            continue
+        decode = r["decode_tokens_per_s"]
+        print(f"{r['variant']:10} {r['prompt']:>6} {r['prefill_tokens_per_s']:>14.1f} "
+              f"{decode if decode is None else round(decode, 1)!s:>13} "
+              f"{r['cold_first_token_s']:>12.2f} {r['peak_rss_mb']:>8.0f}")
+    m = doc["machine"]
+    print(f"{m['cpu']}, {m['isa']}, {m['threads']} threads, load {m['load_average']} -> {m['load_average_after']}"
+          + ("" if m["quiet"] and not a.smoke else "  (NOT evidence: smoke sizes or a busy machine)"))
+    if a.json:
+        Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
