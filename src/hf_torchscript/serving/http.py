@@ -952,7 +952,7 @@ def serve(artifact, *, host: str = "127.0.0.1", port: int = 8000, options: Serve
         limit_concurrency=max(1024, 2 * options.max_concurrent_requests),
         timeout_graceful_shutdown=30,
     )
-    server = uvicorn.Server(config)
+    server = _graceful_server(config)
     if on_ready is not None:
         async def main():
             task = asyncio.ensure_future(server.serve())
@@ -969,6 +969,36 @@ def serve(artifact, *, host: str = "127.0.0.1", port: int = 8000, options: Serve
     if not server.started:
         raise OptionError(f"the server could not listen on {host}:{port} (see the message above); pick another "
                           "--host/--port")
+
+
+def _graceful_server_class():
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, but a SIGINT/SIGTERM stop is a clean exit: uvicorn re-raises the signal after
+        shutting down (the process then dies by it); here in-flight requests finish and the command returns."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in old.items():
+                    signal.signal(s, handler)
+
+    return GracefulServer
+
+
+def _graceful_server(config):  # the class is made on first use: importing this module needs no uvicorn
+    return _graceful_server_class()(config)
 
 
 def _url_host(host: str) -> str:
