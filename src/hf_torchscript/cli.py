@@ -340,9 +340,14 @@ def cmd_map(a) -> int:
 
 
 def cmd_serve(a) -> int:
+    from .errors import require_extra
     from .serving.http import ServerOptions, check_listen, check_servable  # no torch import: checks come first
 
     try:  # every option and the artifact, before Ray or a model starts: one line, exit 2
+        if a.ray:
+            require_extra("ray", "hf-torchscript serve --ray", "ray.serve", "starlette")
+        else:
+            require_extra("serve", "hf-torchscript serve", "starlette", "uvicorn")
         options = ServerOptions(max_batch_tokens=a.max_batch_tokens, max_client_batch_size=a.max_client_batch_size,
                                 max_concurrent_requests=a.max_concurrent_requests, max_body_bytes=a.max_body_bytes,
                                 body_timeout_s=a.body_timeout, auto_truncate=a.auto_truncate, model_id=a.model_id)
