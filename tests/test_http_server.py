@@ -27,7 +27,7 @@ pytest.importorskip("starlette", reason="pip install 'hf-torchscript[serve]'")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install 'hf-torchscript[serve]'")
 httpx = pytest.importorskip("httpx", reason="pip install 'hf-torchscript[test]'")
 
-from hf_torchscript.serving.http import ServerOptions, build_app
+from hf_torchscript.serving.http import KEEP_ALIVE_S, ServerOptions, build_app
 
 SRC = str(Path(__file__).parents[1] / "src")
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
@@ -38,6 +38,7 @@ class _Running:
     """uvicorn serving an app in a thread on a free port of 127.0.0.1."""
 
     def __init__(self, app, **config):
+        config.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                                     lifespan="on", **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -349,7 +350,7 @@ def test_load_64_clients_and_50_stalled_ones_get_local_answers_and_no_5xx(minilm
     pool = [s["text"] for s in real_sentences()][:200]
     local = minilm(pool)
     running = _Running(build_app(minilm_artifact, ServerOptions(body_timeout_s=3.0), model=minilm),
-                       timeout_keep_alive=5)
+                       timeout_keep_alive=KEEP_ALIVE_S)
     host, port = "127.0.0.1", int(running.url.rsplit(":", 1)[1])
     statuses: dict[int, int] = {}
     mismatches = []

@@ -282,11 +282,12 @@ def http_deployment(artifact: str, *, replicas: int = 1, options=None, verify: b
         def __init__(self, artifact: str, options: dict, verify: bool):
             from .serving.http import ServerOptions, build_app
 
-            self.app = build_app(artifact, ServerOptions(**options), verify=verify)
-            self.app.state.engine.warm_up()
+            # not `self.app`: @serve.ingress defines that name on the class
+            self._asgi = build_app(artifact, ServerOptions(**options), verify=verify)
+            self._asgi.state.engine.warm_up()
 
         def __serve_build_asgi_app__(self):
-            return self.app
+            return self._asgi
 
     dep = serve.deployment(serve.ingress()(HFTorchScriptHTTP), name="HFTorchScript", num_replicas=replicas,
                            max_ongoing_requests=options.max_concurrent_requests, ray_actor_options={"num_cpus": 1})
@@ -323,12 +324,22 @@ def serve_http_forever(artifact, *, host: str = "127.0.0.1", port: int = 8000, r
                 raise _ray_failed("starting a local cluster", e) from None
         try:
             serve.start(http_options={"host": host, "port": port})
+        except Exception as e:  # noqa: BLE001 - Serve's controller or HTTP proxy not starting
+            raise _ray_failed("starting Ray Serve", e) from None
+        try:
             serve.run(http_deployment(artifact, replicas=replicas, options=options, verify=verify),
                       name="hf-torchscript", route_prefix="/")
         except HFTorchScriptError:
             raise
-        except Exception as e:  # noqa: BLE001 - e.g. the HTTP proxy failing health checks, replicas not starting
-            raise _ray_failed(f"starting Ray Serve with {replicas} replica(s)", e) from None
+        except Exception as e:  # noqa: BLE001 - the proxy failing health checks, replicas not starting or failing
+            from .errors import ServingError
+
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ServingError(
+                f"Ray Serve could not deploy {replicas} replica(s) ({type(e).__name__}: {first}): the replica and "
+                "controller logs above say why. If it is Ray's own (its proxy failing health checks, no free CPU "
+                "for a replica: each takes one), check `ray status`, free CPUs/memory or set RAY_ADDRESS to a "
+                "running cluster; or serve in one process without --ray") from None
         print(f"serving {artifact} at http://{host}:{port} on Ray Serve ({replicas} replica(s)): TEI's routes, "
               "OpenAI's /v1/embeddings, GET /info; Ctrl-C stops", flush=True)
         while True:

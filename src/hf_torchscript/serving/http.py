@@ -43,6 +43,7 @@ ROUTES = {
     "text-classification": ("/predict", "/rerank"),
 }
 _RUN_FIELDS = ("texts", "pairs", "top_k", "similarity")
+KEEP_ALIVE_S = 30
 
 
 @dataclass(frozen=True)
@@ -945,10 +946,11 @@ def serve(artifact, *, host: str = "127.0.0.1", port: int = 8000, options: Serve
     app.state.engine.warm_up()
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-        # Slow clients: idle keep-alive connections are closed after 5 s, a header block is bounded
-        # (h11's incomplete-event limit), bodies by max_body_bytes and body_timeout_s (Engine), and the
-        # number of open connections by limit_concurrency (answered 503 beyond: memory stays bounded).
-        timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+        # Slow clients: a header block is bounded (h11's incomplete-event limit), bodies by max_body_bytes
+        # and body_timeout_s (Engine), open connections by limit_concurrency (503 beyond: memory stays
+        # bounded). Idle keep-alive connections close after 30 s: longer than clients keep idle ones
+        # (httpx and requests: 5 s), else a client may send on a connection the server is closing.
+        timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=64 * 1024,
         limit_concurrency=max(1024, 2 * options.max_concurrent_requests),
         timeout_graceful_shutdown=30,
     )
