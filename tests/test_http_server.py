@@ -394,5 +394,5 @@ def test_load_64_clients_and_50_stalled_ones_get_local_answers_and_no_5xx(minilm
     assert statuses == {200: 64 * 31}, statuses
     assert mismatches == []
     assert stalled_answers == [b"HTTP/1.1 408 Request Timeout"] * 50
-    # No bound on the time: it measures the machine (about 10 s on 2 quiet cores, 464 s with load average 20).
+    # No bound on the time: it measures the machine (464 s here, with load average 20 on 2 cores).
     print(f"{64 * 31} requests from 64 clients in {elapsed:.1f} s with 50 stalled clients")
