@@ -153,8 +153,8 @@ class Engine:
 
     # -- tokenizing ------------------------------------------------------------------------------
 
-    async def tokenize(self, inputs: list, *, truncate: bool, direction: str = "right") -> list:
-        """Encodings of ``inputs`` (strings or (text, pair) tuples), each at most max_length tokens.
+    async def tokenize(self, inputs: list, *, truncate: bool, direction: str = "right") -> tuple[list, int]:
+        """(encodings, how many were cut) for ``inputs`` (strings or (text, pair) tuples), each <= max_length tokens.
 
         Raises RequestError 413 for an input over the max length unless ``truncate`` (or --auto-truncate).
         """
