@@ -197,7 +197,8 @@ def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_p
     try:
         deadline = time.time() + 180  # the command says when it is ready: after serve.run returned
         while not any(line.startswith("serving ") for line in lines):
-            assert proc.poll() is None and time.time() < deadline, "".join(lines)
+            assert proc.poll() is None and time.time() < deadline, "".join(lines) + (
+                proc.stderr.read()[-3000:] if proc.poll() is not None else "")
             time.sleep(0.5)
         url = f"http://127.0.0.1:{port}"
         # the one-process server's application (serving/http.py), on Ray Serve
