@@ -192,6 +192,8 @@ def _optimize(r: dict) -> list[str]:
            f"{env['threads']} threads, load average {env['loadavg_start'][0]:.1f} -> {env['loadavg_end'][0]:.1f}; "
            "median of per-round ratios to eager fp32 [best-vs-best]; max abs diff vs eager on valid positions "
            "after the timed calls.", ""]
+    if r.get("evidence") is False or env["loadavg_start"][0] > 1.0 or env["loadavg_end"][0] > 1.0:
+        out += [f"**Taken under load: not evidence.** {r.get('taken_under_load') or 'load average above 1'}.", ""]
     shapes = [f"{g['batch']}x{g['length']}" for g in r["grid"]]
     names = list(r["grid"][0]["results"])
     out += ["| variant | " + " | ".join(shapes) + " | max abs diff | what |", "|---|" + "---|" * (len(shapes) + 2)]

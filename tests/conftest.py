@@ -63,7 +63,7 @@ def tiny_artifact(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def runner(tmp_path_factory) -> Path:
     """The C++ runner cpp/hts_run, built once per session (HTS_CPP_BUILD_DIR: reuse a build folder)."""
-    from hf_torchscript.cpp import build_runner
+    from hf_torchscript.runtime.cpp import build_runner
 
     build_dir = os.environ.get("HTS_CPP_BUILD_DIR") or tmp_path_factory.mktemp("cpp-build")
     return build_runner(build_dir)

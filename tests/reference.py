@@ -1,5 +1,5 @@
 """Independent references for tests: the eager transformers model called directly, and random
-padded inputs built here (not by hf_torchscript.inputs), so a bug there cannot hide itself.
+padded inputs built here (not by hf_torchscript.exporter.inputs), so a bug there cannot hide itself.
 """
 
 from __future__ import annotations

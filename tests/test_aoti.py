@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.artifact import sha256_file
+from hf_torchscript.runtime.artifact import sha256_file
 from hf_torchscript.cli import main
 from hf_torchscript.errors import ArtifactError, InputError, OptionError
 from reference import assert_close_valid, eager_model, eager_outputs, random_batch
@@ -447,11 +447,11 @@ def test_guard_cases_find_the_sizes_a_trace_assumed(tiny_model_dir):
     """The guard `sequence_length != 3*batch_size` becomes a validation case at batch 1, length 3."""
     from models import tiny_config
 
-    from hf_torchscript.backends import get_backend
-    from hf_torchscript.backends.aoti import build
+    from hf_torchscript.exporter.backends import get_backend
+    from hf_torchscript.exporter.backends.aoti import build
     from hf_torchscript.options import ExportOptions
-    from hf_torchscript.prepare import prepare
-    from hf_torchscript.source import load_source
+    from hf_torchscript.exporter.prepare import prepare
+    from hf_torchscript.exporter.source import load_source
 
     torch.manual_seed(0)
     model = TripleLengthBert(tiny_config("bert", "feature-extraction")).eval()

@@ -216,3 +216,17 @@ def test_info_states_a_bf16_check_by_cosine_and_top1(tiny_model_dir, tmp_path, c
                                                                                len(v["cases"]))
     assert grid["thresholds"] == {"min_cosine": 0.995, "max_norm_error": 0.05, "top1_tie": 0.02}
     assert grid["measured"]["min_cosine"] == v["min_cosine"]
+
+
+def test_version_is_pyprojects_and_changelog_names_it():
+    """One version: pyproject.toml's, read at run time, with a CHANGELOG section for its release."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    # a regex, not tomllib: the legacy leg runs Python 3.10
+    version = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)[1]
+    assert hts.__version__ == version, "reinstall (pip install -e .): the installed metadata is stale"
+    release = re.match(r"\d+\.\d+\.\d+", version)[0]
+    assert re.search(rf"^## {re.escape(release)} ", (root / "CHANGELOG.md").read_text(), re.M), (
+        f"CHANGELOG.md has no section for {release}")

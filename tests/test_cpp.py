@@ -19,9 +19,10 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript import artifact
-from hf_torchscript.artifact import sha256_file
-from hf_torchscript.cpp import EXAMPLE, build_runner, cmake_command, cmake_commands, torch_prefix_path
+from hf_torchscript.exporter import artifact
+from hf_torchscript.runtime.artifact import read_manifest
+from hf_torchscript.runtime.artifact import sha256_file
+from hf_torchscript.runtime.cpp import EXAMPLE, build_runner, cmake_command, cmake_commands, torch_prefix_path
 from hf_torchscript.errors import BuildError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,7 +318,7 @@ def test_cpp_sha256_equals_hashlib(runner, artifacts, tmp_path):
     sizes = [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 57]
     for n in sizes:
         (art / f"edge-{n}.bin").write_bytes(bytes(torch.randint(0, 256, (n,), generator=g, dtype=torch.uint8).tolist()))
-    artifact.seal(art, torch.jit.load(str(art / "model.pt")), artifact.read_manifest(art))
+    artifact.seal(art, torch.jit.load(str(art / "model.pt")), read_manifest(art))
     assert {f"edge-{n}.bin" for n in sizes} <= set(json.loads((art / "manifest.json").read_text())["files"])
     ok = run_cpp(runner, art, json.dumps(_ids(3)))
     assert ok.returncode == 0, ok.stderr
@@ -385,7 +386,7 @@ def test_cmake_command_uses_installed_torch(tmp_path):
 
 
 def test_build_without_cmake_fails_loudly(monkeypatch, tmp_path):
-    monkeypatch.setattr("hf_torchscript.cpp.shutil.which", lambda tool: None)
+    monkeypatch.setattr("hf_torchscript.runtime.cpp.shutil.which", lambda tool: None)
     with pytest.raises(BuildError, match=r"cmake is not on PATH; install it \(apt-get install cmake g\+\+\)"):
         build_runner(tmp_path / "b")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript import artifact
+from hf_torchscript.exporter import artifact
 from hf_torchscript.cli import main
 
 
@@ -195,10 +195,10 @@ def test_failed_export_leaves_no_output_and_keeps_earlier_artifact(tiny_model_di
     hts.export(tiny_model_dir("bert"), out)
     before = artifact.sha256_file(out / "model.pt")
 
-    from hf_torchscript import parity
+    from hf_torchscript.exporter import parity
 
     def failing_grid(*a, **k):
-        from hf_torchscript.parity import ValidationReport
+        from hf_torchscript.exporter.parity import ValidationReport
 
         return ValidationReport(passed=False, atol=1e-4, rtol=1e-4, failures=["last_hidden_state at (3x5): max diff 1"])
 

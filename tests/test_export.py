@@ -1,4 +1,4 @@
-"""Issue 2: the artifact contract, the seed's walk-through, the real MiniLM model, tied weights."""
+"""The artifact contract, the seed's walk-through, the real MiniLM model, tied weights."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.artifact import sha256_file
+from hf_torchscript.runtime.artifact import sha256_file
 from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 REQUIRED_KEYS = {

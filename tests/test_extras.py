@@ -18,9 +18,9 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml with tomllib")
 packaging = pytest.importorskip("packaging.requirements")
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.requirements import Requirement  # noqa: E402
+from packaging.utils import canonicalize_name  # noqa: E402
+from packaging.version import Version  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 EXTRAS = ("serve", "ray", "triton")

@@ -41,8 +41,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hf_torchscript as hts
-from hf_torchscript import artifact, atomic, cli, exporter
+from hf_torchscript import atomic
 from hf_torchscript.cli import main
+from hf_torchscript.exporter import artifact
+from hf_torchscript.runtime import artifact as artifact_reader
 
 SRC_ROOT = Path(hts.__file__).resolve().parents[1]
 HINT = "(set HF_TORCHSCRIPT_DEBUG=1 for the full traceback)"
@@ -96,8 +98,8 @@ def which(out: Path, base) -> str:
     """Which complete artifact OUTPUT_DIR holds ('old', 'new', 'third'), 'absent', or raises if broken."""
     if not os.path.lexists(out):
         return "absent"
-    m = artifact.verify(out)  # sha256 of model.pt against a schema-checked manifest: complete and consistent
-    artifact.load_module(out)  # and model.pt loads, with the embedded manifest equal to manifest.json
+    m = artifact_reader.verify(out)  # sha256 of model.pt against a schema-checked manifest: complete and consistent
+    artifact_reader.load_module(out)  # and model.pt loads, with the embedded manifest equal to manifest.json
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in base["old"].iterdir())
     return SIGNATURES[m["shapes"]["strategy"], m["max_length"]]
 
@@ -543,7 +545,7 @@ def test_hub_cache_layout_with_every_file_a_symlink_exports(ws, base, capsys):
             os.symlink(os.path.relpath(blob, (snap / rel).parent), snap / rel)
     code, err, out = run_cli(["export", snap, "st", "--shapes", "dynamic", "--max-length", "24"], capsys)
     assert code == 0, err
-    assert artifact.verify(ws.root / "st")["task"] == "sentence-embedding"
+    assert artifact_reader.verify(ws.root / "st")["task"] == "sentence-embedding"
 
 
 # ------------------------------------------------------------------------------ commit faults (subprocesses)
@@ -677,7 +679,7 @@ def test_fallback_without_rename_exchange(base, tmp_path, monkeypatch):
     assert p.returncode == -signal.SIGKILL
     assert which(out, base) == "absent"
     with pytest.raises(hts.ArtifactError, match=r"does not exist, but '.*\.out\.old-\d+-\w+' holds it: an export was killed"):
-        artifact.read_manifest(out)
+        artifact_reader.read_manifest(out)
     # ...and the next export to it puts it back before doing anything else.
     atomic.staging_dir(out).rmdir()
     assert which(out, base) == "old" and leftovers(tmp_path) == []
@@ -713,7 +715,8 @@ def test_stale_dirs_of_live_processes_are_kept(base, tmp_path):
 EXPORT_SCRIPT = textwrap.dedent(r'''
     import sys, time
     from pathlib import Path
-    from hf_torchscript import artifact, exporter, cli
+    from hf_torchscript import cli
+    from hf_torchscript.exporter import artifact, flow as exporter
     flag = sys.argv[1]
     def stuck_save(*a, **k):  # the export is busy writing into its staging dir
         Path(flag).touch()
@@ -784,7 +787,7 @@ def test_disk_full_on_tmpfs_does_not_abort_and_keeps_the_earlier_artifact(ws, ba
     before = snapshot(small)
     # A subprocess, because torch's own path writer aborts the whole process (SIGABRT) on ENOSPC;
     # the up-front estimate is switched off so that the write itself hits the full disk.
-    script = ("import sys; from hf_torchscript import exporter, cli; exporter.check_space = lambda *a: None; "
+    script = ("import sys; from hf_torchscript import cli; from hf_torchscript.exporter import flow as exporter; exporter.check_space = lambda *a: None; "
               "sys.exit(cli.main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONPATH": f"{SRC_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     p = subprocess.run([sys.executable, "-c", script, "export", str(base["src"]), str(out), "--force", "--shapes",
@@ -875,7 +878,7 @@ def test_broken_pipe_in_process(base, capsys, monkeypatch):
 
 
 def test_run_prints_strict_json_with_nan_as_null(base, capsys, monkeypatch):
-    from hf_torchscript import postprocess
+    from hf_torchscript.runtime import postprocess
 
     def nan_rows(model, texts, top_k=5):
         return [{"tokens": ["a"], "last_hidden_state": torch.tensor([[float("nan"), float("inf"), 1.0]])}]

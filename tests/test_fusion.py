@@ -9,7 +9,7 @@ import torch
 
 import hf_torchscript as hts
 from hf_torchscript.errors import OptionError, ShapeError
-from hf_torchscript.fusion import onednn_fusion
+from hf_torchscript.runtime.fusion import onednn_fusion
 from reference import eager_model, random_batch
 
 

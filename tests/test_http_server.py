@@ -27,7 +27,7 @@ pytest.importorskip("starlette", reason="pip install 'hf-torchscript[serve]'")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install 'hf-torchscript[serve]'")
 httpx = pytest.importorskip("httpx", reason="pip install 'hf-torchscript[test]'")
 
-from hf_torchscript.serving.http import KEEP_ALIVE_S, ServerOptions, build_app
+from hf_torchscript.serving.http import KEEP_ALIVE_S, ServerOptions, build_app  # noqa: E402
 
 SRC = str(Path(__file__).parents[1] / "src")
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.backends import _neuron
+from hf_torchscript.exporter.backends import _neuron
 from hf_torchscript.cli import main
 from hf_torchscript.errors import BackendUnavailableError, OptionError, ShapeError
 from neuron_double import RecordingNeuronX, RecordingTorchNeuron

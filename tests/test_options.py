@@ -60,7 +60,7 @@ def test_public_export_signature_lists_every_option_keyword_only():
     ({"buckets": [16, "a"]}, "option buckets takes a list of int, got 'a' in [16, 'a']"),
     ({"buckets": "16,32"}, "option buckets takes a list of int, got str '16,32' (the CLI splits"),
     ({"atol": "1e-3"}, "option atol takes a float, got str"),
-    ({"optimize": 1}, "option optimize takes a bool, got int 1"),
+    ({"optimize": 1}, "option optimize takes a bool or 'auto', got int 1"),
     ({"atol": float("inf")}, "atol must be a finite number >= 0, got inf"),
     ({"rtol": float("nan")}, "rtol must be a finite number >= 0, got nan"),
     ({"atol": -1.0}, "atol must be a finite number >= 0, got -1.0"),

@@ -16,7 +16,7 @@ import torch
 import hf_torchscript as hts
 from hf_torchscript.cli import main as cli_main
 from hf_torchscript.errors import ValidationError
-from hf_torchscript.parity import REDUCED_PRECISION, Tolerance, compare_inputs
+from hf_torchscript.exporter.parity import REDUCED_PRECISION, Tolerance, compare_inputs
 from reference import eager_model, random_batch
 
 VARIANTS = {
@@ -118,7 +118,7 @@ def test_revalidate_uses_the_recorded_mode(exports):
 
 def test_corrupted_reduced_precision_module_is_rejected(tiny_model_dir, tmp_path, monkeypatch):
     """The cosine check can fail: noise in the bf16 copy's weights is caught and nothing is written."""
-    import hf_torchscript.prepare as prepare
+    import hf_torchscript.exporter.prepare as prepare
 
     real = prepare.convert
 
@@ -140,7 +140,7 @@ def test_corrupted_reduced_precision_module_is_rejected(tiny_model_dir, tmp_path
 
 
 def test_cosine_mode_catches_scale_and_top1_and_fp32_is_not_loosened():
-    from hf_torchscript.inputs import InputSpec, OutputSpec
+    from hf_torchscript.exporter.inputs import InputSpec, OutputSpec
 
     specs = [InputSpec("input_ids", "int64", ("batch_size", "sequence_length"), 0),
              InputSpec("attention_mask", "int64", ("batch_size", "sequence_length"), 0)]

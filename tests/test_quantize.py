@@ -13,7 +13,7 @@ import torch
 
 import hf_torchscript as hts
 from hf_torchscript.errors import OptionError, ValidationError
-from hf_torchscript.quantize import Int8Linear, agreement
+from hf_torchscript.exporter.quantize import Int8Linear, agreement
 from hf_torchscript.texts import real_sentences
 
 SCHEMES = ["dynamic-int8", "dynamic-int8-aten"]
@@ -73,7 +73,7 @@ def test_keep_float_errors_name_the_fix(tiny_model_dir, tmp_path, capsys):
 
 def test_precision_failure_says_which_layers_and_is_not_retried_as_buckets(tiny_model_dir, tmp_path, monkeypatch):
     """auto would fall back to buckets for a shape failure; a precision failure must not be retried."""
-    from hf_torchscript import parity, shapes
+    from hf_torchscript.exporter import parity, shapes
 
     # A bar no int8 model meets (calibration still aims at 0.995): validation fails on precision.
     monkeypatch.setitem(parity.REDUCED_PRECISION, "dynamic-int8",

@@ -1,4 +1,4 @@
-"""Bulk inference: hf_torchscript.ray.Predictor and `hf-torchscript map`, in-process and on a local Ray.
+"""Bulk inference: hf_torchscript.serving.ray_data.Predictor and `hf-torchscript map`, in-process and on a local Ray.
 
 The reference is the local runtime, hts.load(...), called on the groups of texts the Predictor
 documents (a batch sorted by token length, stable, cut into batch_size rows), and compared bitwise;
@@ -21,7 +21,7 @@ pa = pytest.importorskip("pyarrow", reason="pip install 'hf-torchscript[ray]'")
 import pyarrow.csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from hf_torchscript.ray import SORT_WINDOW, Predictor  # noqa: E402
+from hf_torchscript.serving.ray_data import SORT_WINDOW, Predictor  # noqa: E402
 
 SENTENCES = [
     "A man is eating food.",

@@ -372,7 +372,7 @@ def test_cli_run_refuses_similarity_for_other_tasks(exported, capsys):
 
 
 def test_run_json_is_strict():
-    from hf_torchscript import display
+    from hf_torchscript.cli import display
 
     text, nulls = display.dumps({"x": [1.0, float("nan"), float("inf")], "y": {"z": -float("inf")}})
     assert nulls == 3 and _strict_json(text) == {"x": [1.0, None, None], "y": {"z": None}}

@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(minilm_artifact):
-    from hf_torchscript.serve import start
+    from hf_torchscript.serving.ray_serve import start
 
     ray.init(num_cpus=2, include_dashboard=False)
     try:
@@ -114,7 +114,7 @@ def test_concurrent_clients_get_the_local_runtime_answers_and_share_batches(serv
     for t in threads:
         t.join(timeout=300)
     assert not failures and len(answers) == 32
-    from hf_torchscript import display
+    from hf_torchscript.cli import display
 
     model = hts.load(minilm_artifact)  # what `run --json` computes and prints (checked against `run` above)
     for key, texts in jobs.items():
@@ -161,7 +161,7 @@ def test_wrong_routes_and_methods(server):
 
 def test_a_request_the_runtime_refuses_fails_alone(tiny_artifact, capsys):
     """Batch-mates of a bad request still get their answers (the replica class, without Serve)."""
-    from hf_torchscript.serve import TextModelServer, _Job
+    from hf_torchscript.serving.ray_serve import TextModelServer, _Job
 
     art = tiny_artifact("bert", "fill-mask")
     server = TextModelServer(str(art))

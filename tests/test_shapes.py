@@ -1,4 +1,4 @@
-"""Issue 3: any input size, proven. Buckets, static, dynamic, auto; the grid rejects baked shapes."""
+"""Any input size, proven. Buckets, static, dynamic, auto; the grid rejects baked shapes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import transformers
 import hf_torchscript as hts
 from hf_torchscript.cli import main
 from hf_torchscript.compat import traceable, transformers_major
-from hf_torchscript.inputs import OutputSpec, input_specs
-from hf_torchscript.parity import build_grid, check
+from hf_torchscript.exporter.inputs import OutputSpec, input_specs
+from hf_torchscript.exporter.parity import build_grid, check
 from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 MANY = textwrap.dedent(

@@ -1,4 +1,4 @@
-"""Issue 11 point 5: the text check runs real texts through the SHIPPED tokenizer.json and the
+"""The text check runs real texts through the SHIPPED tokenizer.json and the
 written model.pt, and compares with the reference library (sentence-transformers' encode, the
 source's transformers tokenizer + the eager model). A tokenizer.json that gives other ids than
 transformers fails the export; without the text stage the same artifact is written with
@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript import artifact, textcheck
+from hf_torchscript.exporter import artifact, textcheck
+from hf_torchscript.runtime.artifact import read_manifest
 from hf_torchscript.cli import main
 from hf_torchscript.errors import ValidationError
 
@@ -174,7 +175,7 @@ def test_validate_runs_the_text_check(tiny_model_dir, tmp_path, capsys):
 
     # A producer bug that ships a wrong tokenizer.json with matching hashes: only the text check sees it.
     scramble(out / "tokenizer.json", "paris", "france")
-    artifact.seal(out, torch.jit.load(str(out / "model.pt")), artifact.read_manifest(out))
+    artifact.seal(out, torch.jit.load(str(out / "model.pt")), read_manifest(out))
     with pytest.raises(ValidationError, match=rf"text check failed: {re.escape(str(out))} disagrees with .*\n"
                                               r"- text 0 'Paris is the \[MASK\] of France\.': the shipped "
                                               r"tokenizer\.json gives different ids"):
@@ -306,7 +307,7 @@ def test_minilm_passes_against_sentence_transformers(minilm_dir, tmp_path):
 @pytest.mark.slow
 def test_wrong_pooling_passes_the_grid_but_not_sentence_transformers(minilm_dir, tmp_path, monkeypatch):
     """A misread modules.json (CLS instead of mean pooling): eager and export agree, the library does not."""
-    from hf_torchscript import source
+    from hf_torchscript.exporter import source
 
     real = source.read_pooling
     monkeypatch.setattr(source, "read_pooling", lambda path: {**real(path), "modes": ["cls"]})

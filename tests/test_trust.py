@@ -1,4 +1,4 @@
-"""Issue 11: the proof covers what users run. Each validation stage has a test that fails when the
+"""The proof covers what users run. Each validation stage has a test that fails when the
 stage is removed: checkpoint fidelity, non-finite values, the grid vs eager, the row check, declared
 axes exercised at several sizes, range checks inside the graph, and the shipped tokenizer."""
 
@@ -15,9 +15,9 @@ from safetensors.torch import load_file, save_file
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main
-from hf_torchscript.inputs import OutputSpec, input_specs
-from hf_torchscript.parity import Case, Tolerance, build_grid, check
-from hf_torchscript.prepare import ExportWrapper
+from hf_torchscript.exporter.inputs import OutputSpec, input_specs
+from hf_torchscript.exporter.parity import Case, Tolerance, build_grid, check
+from hf_torchscript.exporter.prepare import ExportWrapper
 from models import save_tiny
 
 # -- 1. checkpoint fidelity -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect as _inspect
 
-__version__ = "0.2.0"
+from .version import __version__
 
 from .errors import (
     ArtifactError,
@@ -52,7 +52,7 @@ __all__ = [
 
 
 def export(model, output_dir, *, task=None, tokenizer=None, force=False, options=None, progress=None, **option_fields):
-    from .exporter import export as _export
+    from .exporter.flow import export as _export
     from .progress import checked
 
     return _export(model, output_dir, task=task, tokenizer=tokenizer, force=force, options=options,
@@ -130,7 +130,7 @@ def load(directory, *, verify: bool = True, truncation: str = "warn"):
         >>> model(["A man is eating food."]).shape  # doctest: +SKIP
         torch.Size([1, 384])
     """
-    from .runtime import load as _load
+    from .runtime.model import load as _load
 
     return _load(directory, verify=verify, truncation=truncation)
 
@@ -156,7 +156,7 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
         SourceError: ``model`` is None and the recorded model cannot be found offline.
     """
     from .progress import checked
-    from .revalidate import validate as _validate
+    from .exporter.validate import validate as _validate
 
     return _validate(directory, model, atol=atol, rtol=rtol, allow_pickle=allow_pickle,
                      trust_remote_code=trust_remote_code, progress=checked(progress))
@@ -207,15 +207,15 @@ def benchmark(
 
 def __getattr__(name):
     if name == "ExportResult":
-        from .exporter import ExportResult
+        from .exporter.flow import ExportResult
 
         return ExportResult
     if name == "ExportedModel":
-        from .runtime import ExportedModel
+        from .runtime.model import ExportedModel
 
         return ExportedModel
     if name == "ValidationReport":
-        from .parity import ValidationReport
+        from .exporter.parity import ValidationReport
 
         return ValidationReport
     raise AttributeError(f"module 'hf_torchscript' has no attribute {name!r}")

@@ -23,7 +23,7 @@ _CLI_SPELLING = {
     ("verify", False): "--no-verify",
     ("truncation", "error"): "--no-truncate",
     ("truncation", "warn"): "no --no-truncate",
-    ("use_ray", True): "--ray",  # hf_torchscript.ray.map_file(use_ray=True) is `map --ray`
+    ("use_ray", True): "--ray",  # hf_torchscript.serving.ray_data.map_file(use_ray=True) is `map --ray`
 }
 
 
@@ -102,7 +102,7 @@ class TraceError(HFTorchScriptError):
 class ValidationError(HFTorchScriptError):
     """The exported module does not compute the same function as the eager model.
 
-    ``report`` holds the full :class:`~hf_torchscript.parity.ValidationReport`.
+    ``report`` holds the full :class:`~hf_torchscript.exporter.parity.ValidationReport`.
     """
 
     def __init__(self, message: str, report=None):

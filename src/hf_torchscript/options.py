@@ -68,8 +68,22 @@ def shell_words(text: str) -> tuple[str, ...]:
         raise ValueError(f"cannot split {text!r} like a shell would: {e}") from None
 
 
-def _opt(default, help: str, *, commands=("export",), choices=None, parse=None, metavar=None):
+def optimize_value(text: str):
+    """``--optimize`` (True), ``--optimize auto``, ``--optimize=no``: the flag's value as ExportOptions takes it."""
+    t = text.strip().lower()
+    if t == "auto":
+        return "auto"
+    if t in ("yes", "true", "on", "1"):
+        return True
+    if t in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"expected nothing or auto, got {text!r}")
+
+
+def _opt(default, help: str, *, commands=("export",), choices=None, parse=None, metavar=None, optional_value=False):
     meta = {"help": help, "commands": tuple(commands)}
+    if optional_value:  # a flag alone means True; it may also take a value (--optimize auto)
+        meta["optional_value"] = True
     if choices is not None:
         meta["choices"] = tuple(choices)
     if parse is not None:
@@ -115,7 +129,13 @@ class ExportOptions:
     keep_float: tuple[str, ...] = _opt((), "with --quantize: Linear layers (names or globs, comma-separated, e.g. "
                                        "'model.encoder.layer.4.*') kept float32 besides those the sensitivity pass "
                                        "keeps", parse=name_list, metavar="LAYERS")
-    optimize: bool = _opt(False, "torch.jit.freeze the module (weights become constants)")
+    optimize: bool | str = _opt(False, "torch.jit.freeze the module (weights become constants); auto: build the "
+                                "candidates this CPU supports (float32 frozen, oneDNN-fused, bfloat16 only with bf16 "
+                                "instructions, int8 only if it passes validation on real text), time them here on "
+                                "--tune-texts or the bundled real sentences, keep the fastest (docs/performance.md)",
+                                parse=optimize_value, metavar="auto", optional_value=True)
+    tune_texts: str | None = _opt(None, "with --optimize auto: a UTF-8 text file, one text per line, to time the "
+                                  "candidates on (default: real sentences bundled with the package)", metavar="FILE")
     onednn_fusion: bool = _opt(False, "freeze, then validate and run with oneDNN graph fusion, switched on only "
                                "around each call (hf_torchscript.load does; C++ and Triton must switch it on "
                                "themselves: docs/performance.md); fused graphs specialise on shapes: with "
@@ -192,6 +212,18 @@ class ExportOptions:
         if self.onednn_fusion and self.quantize:
             raise OptionError(f"{option('onednn_fusion')} is measured and validated for float32 and bfloat16 only; drop "
                               f"{option('onednn_fusion')} or {option('quantize')}")
+        if self.optimize == "auto":
+            # auto picks the precision, freezing and fusion itself: a fixed one beside it is a contradiction.
+            fixed = [option(name, getattr(self, name)) for name, on in (
+                ("dtype", self.dtype != "float32"), ("quantize", self.quantize is not None),
+                ("onednn_fusion", self.onednn_fusion), ("backend", self.backend != "torchscript")) if on]
+            if fixed:
+                raise OptionError(f"{option('optimize', 'auto')} chooses the precision, freezing and fusion by timing "
+                                  f"the candidates on this CPU (torchscript backend); drop {', '.join(fixed)}, or drop "
+                                  f"{option('optimize', 'auto')} to export exactly what you asked for")
+        if self.tune_texts is not None and self.optimize != "auto":
+            raise OptionError(f"{option('tune_texts')} is the workload of {option('optimize', 'auto')}; add "
+                              f"{option('optimize', 'auto')} or drop {option('tune_texts')}")
         if self.keep_float and not self.quantize:
             raise OptionError(f"{option('keep_float')} names layers to keep out of int8; it needs {option('quantize')}")
         if self.backend not in NEURON_BACKENDS:
@@ -214,7 +246,9 @@ class ExportOptions:
                     f"graph (use {option('auto_cast')} / {option('compiler_args')} there): drop {flag} or use "
                     f"{option('backend', 'torchscript')}"
                 )
-            from .backends._neuron import compiler_args_for
+            # Runs back up the stack (options -> export/backends), lazily: the Neuron compilers' flag grammar is
+            # that backend's knowledge, and checking it here makes a bad --auto-cast fail before any model loads.
+            from .exporter.backends._neuron import compiler_args_for
 
             compiler_args_for(self)  # bad --auto-cast values or conflicts fail now, not after loading
         if self.shapes == "static" and self.sequence_length is None and self.buckets:
@@ -245,6 +279,11 @@ def _check_types(opts: ExportOptions) -> None:
                 continue
             raise OptionError(f"option {option(f.name)} must not be None; its default is {f.default!r}")
         base = next((a for a in args if a is not type(None)), want) if args and optional else want
+        if f.name == "optimize":  # bool | "auto": the one field whose type is a union of values
+            if not (isinstance(value, bool) or value == "auto"):
+                raise OptionError(f"option {option(f.name)} takes a bool or 'auto', got {type(value).__name__} "
+                                  f"{value!r}")
+            continue
         origin = typing.get_origin(base) or base
         if origin is tuple:
             item = typing.get_args(base)[0]

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import torch
 
-from . import timing, workload
+from . import timing
+from . import workload
 from .report import BenchmarkReport, evaluate_targets, load_targets
 from .variants import ALL_VARIANTS, EXPORTED, Variant, exported, missing_extras, peer, weights_digest
 
@@ -38,10 +39,10 @@ class Subject:
 
     @classmethod
     def load(cls, model, *, task: str | None, max_length: int | None) -> "Subject":
-        from ..backends import get_backend
+        from ..exporter.backends import get_backend
         from ..options import ExportOptions
-        from ..prepare import prepare
-        from ..source import load_source
+        from ..exporter.prepare import prepare
+        from ..exporter.source import load_source
 
         src = load_source(model, task=task)
         p = prepare(src, ExportOptions(task=src.task, max_length=max_length), get_backend("torchscript"))
@@ -248,7 +249,7 @@ def _accuracy(subject: Subject, vs: dict[str, Variant] | None, wanted, workdir: 
 
     ``vs``: the variants already built for ``subject`` (None: build them here).
     """
-    from ..quantize import agreement
+    from ..exporter.quantize import agreement
 
     if subject.tokenizer is None or not set(subject.input_names) <= {"input_ids", "attention_mask", "token_type_ids"}:
         return {"skipped": f"{subject.description} has no tokenizer for plain text; pass accuracy_model= "

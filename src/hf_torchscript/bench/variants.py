@@ -87,8 +87,8 @@ def weights_digest(path: Path | None) -> str | None:
 
 def exported(name: str, model, options: dict, workdir: Path, digest: str | None) -> Variant:
     """Export (or reuse an artifact exported from the same weights with the same options) and load it."""
-    from .. import __version__
-    from ..exporter import export
+    from ..version import __version__
+    from ..exporter.flow import export
 
     desc = EXPORTED[name][1]
     key = {"weights_sha256": digest, "options": options, "hf_torchscript": __version__, "torch": torch.__version__}
@@ -103,7 +103,7 @@ def exported(name: str, model, options: dict, workdir: Path, digest: str | None)
         if digest is not None:
             (d / "bench_key.json").write_text(json.dumps(dict(key, export_seconds=time.perf_counter() - start),
                                                          sort_keys=True))
-    from ..artifact import load_module
+    from ..runtime.artifact import load_module
 
     module, _ = load_module(d)  # model.pt or model.pt2 (Pt2Module), sha256 verified once, outside the timing
     names = [i["name"] for i in manifest["inputs"]]

@@ -1,1 +1,1 @@
-"""Serving an exported artifact: the one-process HTTP server (http.py) and the ways to scale it out."""
+"""Serving an artifact: the one-process HTTP server (http.py), bulk ``map`` on Ray Data, Ray Serve, Triton."""

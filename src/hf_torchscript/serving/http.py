@@ -78,7 +78,8 @@ class ServerOptions:
             raise OptionError(f"--body-timeout must be a positive number of seconds, got {self.body_timeout_s!r}")
         if max_length is not None and self.max_batch_tokens < max_length:
             raise OptionError(f"--max-batch-tokens {self.max_batch_tokens} is less than the artifact's max length "
-                              f"{max_length}: one full-length input would never fit a batch; pass at least {max_length}")
+                              f"{max_length}: one full-length input would never fit a batch; pass at least "
+                              f"{max_length}")
 
 
 class RequestError(Exception):
@@ -255,8 +256,9 @@ class Engine:
     async def run_document(self, job: dict) -> dict:
         """``run --json``'s document for a {"texts": [...]} request (any task the runtime answers for text)."""
         def work():
-            from .. import display, postprocess
-            from ..runtime import TruncationWarning
+            from ..cli import display  # run --json's document: its one definition lives with the CLI
+            from ..runtime import postprocess
+            from ..runtime.model import TruncationWarning
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", TruncationWarning)
@@ -323,7 +325,8 @@ class _Metrics:
         metric("te_request_truncated_count", "counter", "Inputs cut to the max length", [({}, self.truncated)])
         metric("te_batch_count", "counter", "Model calls", [({}, self.batches)])
         metric("te_batch_input_count", "counter", "Inputs run, over all model calls", [({}, self.batch_inputs)])
-        metric("te_batch_padded_tokens", "counter", "Padded tokens run, over all model calls", [({}, self.batch_tokens)])
+        metric("te_batch_padded_tokens", "counter", "Padded tokens run, over all model calls",
+               [({}, self.batch_tokens)])
         metric("te_batch_inference_duration_seconds_sum", "counter", "Seconds spent in model calls",
                [({}, round(self.inference_s, 6))])
         metric("te_queue_size", "gauge", "Inputs waiting for the model", [({}, len(engine.queue))])
@@ -756,7 +759,7 @@ class Server:
         return self.engine.options.model_id or Path(self.engine.artifact).name
 
     async def info(self):
-        from .. import __version__
+        from ..version import __version__
 
         e = self.engine
         if e.task == "text-classification":
@@ -879,9 +882,17 @@ def _dumps(payload) -> bytes:
     try:
         return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
     except ValueError:  # a NaN/inf from the model: strict JSON writes it as null
-        from ..display import strict
+        return json.dumps(_finite(payload), separators=(",", ":")).encode()
 
-        return json.dumps(strict(payload)[0], separators=(",", ":")).encode()
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _error_response(e: RequestError, *, openai: bool = False):
@@ -925,7 +936,7 @@ def build_app(artifact, options: ServerOptions | None = None, *, verify: bool = 
     options = options or ServerOptions()
     options.check()
     if model is None:
-        from ..runtime import load
+        from ..runtime.model import load
 
         model = load(artifact, verify=verify)
     check_servable(model.manifest, artifact)
