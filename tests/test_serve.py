@@ -188,8 +188,8 @@ def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_p
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(__import__("pathlib").Path(
         __file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")] if p))
-    proc = subprocess.Popen([sys.executable, "-m", "hf_torchscript.cli", "serve", str(minilm_artifact), "--port",
-                             str(port), "--max-batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "hf_torchscript.cli", "serve", str(minilm_artifact), "--ray",
+                             "--port", str(port), "--max-client-batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -197,11 +197,13 @@ def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_p
     try:
         deadline = time.time() + 180  # the command says when it is ready: after serve.run returned
         while not any(line.startswith("serving ") for line in lines):
-            assert proc.poll() is None and time.time() < deadline, "".join(lines)
+            assert proc.poll() is None and time.time() < deadline, "".join(lines) + (
+                proc.stderr.read()[-3000:] if proc.poll() is not None else "")
             time.sleep(0.5)
         url = f"http://127.0.0.1:{port}"
-        status, health = _call(url + "/health")
-        assert (status, health["max_batch_size"]) == (200, 4)
+        # the one-process server's application (serving/http.py), on Ray Serve
+        status, info = _call(url + "/info")
+        assert (status, info["max_client_batch_size"]) == (200, 4)
         assert _call(url + "/", {"texts": ["a"] * 5})[0] == 413
         status, body = _call(url + "/", {"texts": ["A man is eating food."]})
         assert status == 200 and body["results"][0]["output"]["dimension"] == 384
@@ -210,13 +212,18 @@ def test_serve_command_starts_answers_and_stops_on_ctrl_c(minilm_artifact, tmp_p
         _, err = proc.communicate(timeout=120)
         reader.join(timeout=10)
     assert proc.returncode == 0, err[-2000:]
-    assert f"serving {minilm_artifact} at http://127.0.0.1:{port}: POST / with" in "".join(lines)
+    assert f"serving {minilm_artifact} at http://127.0.0.1:{port} on Ray Serve" in "".join(lines)
     assert "stopping" in err
 
 
 def test_serve_without_the_extra_says_which(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray.serve", None)
-    assert main(["serve", str(tmp_path)]) == 1
-    assert capsys.readouterr().err.splitlines()[0] == (
-        "error: hf-torchscript serve needs the 'ray' extra (ray.serve is not installed): "
-        "pip install 'hf-torchscript[ray]'")
+    assert main(["serve", str(tmp_path), "--ray"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: hf-torchscript serve --ray needs the 'ray' extra (ray.serve is not installed): "
+        "pip install 'hf-torchscript[ray]'"]
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert main(["serve", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: hf-torchscript serve needs the 'serve' extra (uvicorn is not installed): "
+        "pip install 'hf-torchscript[serve]'"]

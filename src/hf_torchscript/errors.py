@@ -138,6 +138,10 @@ class BuildError(HFTorchScriptError):
     """Building the C++ runner failed (cmake or a compiler missing, sources not found, compile error)."""
 
 
+class ServingError(HFTorchScriptError):
+    """A serving system we hand off to (Ray) failed on its own: reported as its failure, with what to do."""
+
+
 class ExtraNotInstalledError(HFTorchScriptError):
     """A command needs an optional extra (``ray``, ``triton``) that is not installed."""
 

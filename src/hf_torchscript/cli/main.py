@@ -451,11 +451,65 @@ def cmd_map(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    from ..serving.ray_serve import serve_forever
+    from ..errors import require_extra
+    from ..serving.http import ServerOptions, check_listen, check_servable  # no torch import: checks come first
 
-    serve_forever(a.artifact, host=a.host, port=a.port, replicas=a.replicas, max_batch_size=a.max_batch_size,
-                  batch_wait_ms=a.batch_wait_ms, verify=not a.no_verify)
+    try:  # every option and the artifact, before Ray or a model starts: one line, exit 2
+        if a.ray:
+            require_extra("ray", "hf-torchscript serve --ray", "ray.serve", "starlette")
+        else:
+            require_extra("serve", "hf-torchscript serve", "starlette", "uvicorn")
+        options = ServerOptions(max_batch_tokens=a.max_batch_tokens, max_client_batch_size=a.max_client_batch_size,
+                                max_concurrent_requests=a.max_concurrent_requests, max_body_bytes=a.max_body_bytes,
+                                body_timeout_s=a.body_timeout, auto_truncate=a.auto_truncate, model_id=a.model_id)
+        options.check()
+        if not a.ray and a.replicas is not None:
+            raise OptionError("--replicas runs copies of the model on Ray Serve: add --ray (one process serves "
+                              "without it)")
+        check_listen(a.host, a.port)
+        from ..runtime.artifact import read_manifest, verify
+
+        manifest = verify(a.artifact) if not a.no_verify else read_manifest(a.artifact)
+        check_servable(manifest, a.artifact)
+        options.check(manifest["max_length"])
+    except HFTorchScriptError as e:
+        _err(f"error: {e.cli_message()}")
+        return 2
+    if a.ray:
+        from ..serving.ray_serve import serve_http_forever
+
+        serve_http_forever(a.artifact, host=a.host, port=a.port, replicas=a.replicas or 1, options=options,
+                           verify=not a.no_verify)
+        return 0
+    from ..serving.http import serve
+
+    def ready(url: str) -> None:
+        print(f"serving {a.artifact} at {url}: TEI's routes (POST /embed, /predict, /rerank, ...), OpenAI's "
+              "/v1/embeddings, GET /info; Ctrl-C stops", flush=True)
+
+    serve(a.artifact, host=a.host, port=a.port, options=options, verify=not a.no_verify, on_ready=ready)
+    _err("stopped")
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535 (0: any free port), got {text!r}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = -1.0
+    if not (x > 0 and x < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return x
 
 
 def cmd_triton(a) -> int:
@@ -522,16 +576,30 @@ def _add_serving_commands(sub) -> None:
     m.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
     m.set_defaults(func=cmd_map)
 
-    s = sub.add_parser("serve", help="serve an artifact over HTTP with Ray Serve (dynamic batching)")
+    s = sub.add_parser("serve", help="serve an artifact over HTTP in this process: TEI's and OpenAI's APIs "
+                       "(--ray: on Ray Serve)")
     s.add_argument("artifact", metavar="ARTIFACT")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=_positive, default=8000)
-    s.add_argument("--replicas", type=_positive, default=1, metavar="N", help="model replicas, one CPU each")
-    s.add_argument("--max-batch-size", type=_positive, default=32, metavar="N",
-                   help="most texts per model call, across requests; also the most texts one request may send")
-    s.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
-                   help="how long a replica waits to fill a batch (default 5)")
+    s.add_argument("--port", type=_port, default=8000, help="default 8000; 0 picks a free port")
+    s.add_argument("--max-batch-tokens", type=_positive, default=16384, metavar="N",
+                   help="padded tokens per model call, across requests (default 16384)")
+    s.add_argument("--max-client-batch-size", type=_positive, default=32, metavar="N",
+                   help="most inputs one request may send; more is answered 413 (default 32)")
+    s.add_argument("--max-concurrent-requests", type=_positive, default=512, metavar="N",
+                   help="requests answered at once; more are answered 429 (default 512)")
+    s.add_argument("--max-body-bytes", type=_positive, default=2_000_000, metavar="N",
+                   help="largest request body; larger is answered 413 (default 2000000)")
+    s.add_argument("--body-timeout", type=_seconds, default=10.0, metavar="S",
+                   help="a body not received within S seconds is answered 408 (default 10)")
+    s.add_argument("--auto-truncate", action="store_true",
+                   help="cut inputs over the max length even when a request does not send \"truncate\": true")
+    s.add_argument("--model-id", default=None, help="the name /info and OpenAI's \"model\" report "
+                   "(default: the artifact folder's name)")
     s.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
+    s.add_argument("--ray", action="store_true", help="run the same server on Ray Serve (RAY_ADDRESS, else a "
+                   "local cluster): the 'ray' extra")
+    s.add_argument("--replicas", type=_positive, default=None, metavar="N",
+                   help="with --ray: model replicas, one CPU each (default 1)")
     s.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("triton", help="write a Triton model repository (libtorch backend) for an artifact")

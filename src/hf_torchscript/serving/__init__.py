@@ -1,1 +1,1 @@
-"""Serving an artifact: bulk ``map`` on Ray Data, HTTP on Ray Serve, a Triton model repository."""
+"""Serving an artifact: the one-process HTTP server (http.py), bulk ``map`` on Ray Data, Ray Serve, Triton."""

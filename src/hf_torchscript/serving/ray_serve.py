@@ -258,3 +258,97 @@ def serve_forever(artifact, **kw) -> None:
         serve.shutdown()
         if started:
             ray.shutdown()
+
+
+# -- the one-process server's application (serving/http.py) on Ray Serve: `hf-torchscript serve --ray` ----
+
+
+def http_deployment(artifact: str, *, replicas: int = 1, options=None, verify: bool = True):
+    """The TEI/OpenAI application of serving/http.py as a Ray Serve deployment (bind it with ``serve.run``).
+
+    Each replica builds the same ASGI app the one-process server runs, so routes, limits and answers are
+    the same; Ray adds replicas (and machines) in front of it.
+    """
+    require_extra("ray", "hf-torchscript serve --ray", "ray.serve", "starlette")
+    from dataclasses import asdict
+
+    from ray import serve
+
+    from .http import ServerOptions
+
+    options = options or ServerOptions()
+
+    class HFTorchScriptHTTP:
+        def __init__(self, artifact: str, options: dict, verify: bool):
+            from .http import ServerOptions, build_app
+
+            # not `self.app`: @serve.ingress defines that name on the class
+            self._asgi = build_app(artifact, ServerOptions(**options), verify=verify)
+            self._asgi.state.engine.warm_up()
+
+        def __serve_build_asgi_app__(self):
+            return self._asgi
+
+    dep = serve.deployment(serve.ingress()(HFTorchScriptHTTP), name="HFTorchScript", num_replicas=replicas,
+                           max_ongoing_requests=options.max_concurrent_requests, ray_actor_options={"num_cpus": 1})
+    return dep.bind(artifact, asdict(options), verify)
+
+
+def _ray_failed(step: str, e: BaseException):
+    from ..errors import ServingError
+
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return ServingError(
+        f"Ray failed while {step} ({type(e).__name__}: {first}); this is Ray's failure, not the artifact's: check "
+        "`ray status` and free CPUs/memory (each replica takes one CPU), set RAY_ADDRESS to a running cluster, or "
+        "serve in one process without --ray")
+
+
+def serve_http_forever(artifact, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, options=None,
+                       verify: bool = True) -> None:
+    """`hf-torchscript serve --ray`: start Ray (RAY_ADDRESS, else local), deploy the HTTP app, block until Ctrl-C."""
+    require_extra("ray", "hf-torchscript serve --ray", "ray.serve", "starlette")
+    import sys
+    from pathlib import Path
+
+    import ray
+    from ray import serve
+
+    artifact = str(Path(artifact).resolve())
+    started = not ray.is_initialized()
+    try:
+        if started:
+            try:
+                ray.init()
+            except Exception as e:  # noqa: BLE001 - Ray's own start-up failures, reported as Ray's
+                raise _ray_failed("starting a local cluster", e) from None
+        try:
+            serve.start(http_options={"host": host, "port": port})
+        except Exception as e:  # noqa: BLE001 - Serve's controller or HTTP proxy not starting
+            raise _ray_failed("starting Ray Serve", e) from None
+        try:
+            serve.run(http_deployment(artifact, replicas=replicas, options=options, verify=verify),
+                      name="hf-torchscript", route_prefix="/")
+        except HFTorchScriptError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the proxy failing health checks, replicas not starting or failing
+            from ..errors import ServingError
+
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ServingError(
+                f"Ray Serve could not deploy {replicas} replica(s) ({type(e).__name__}: {first}): the replica and "
+                "controller logs above say why. If it is Ray's own (its proxy failing health checks, no free CPU "
+                "for a replica: each takes one), check `ray status`, free CPUs/memory or set RAY_ADDRESS to a "
+                "running cluster; or serve in one process without --ray") from None
+        print(f"serving {artifact} at http://{host}:{port} on Ray Serve ({replicas} replica(s)): TEI's routes, "
+              "OpenAI's /v1/embeddings, GET /info; Ctrl-C stops", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            if started:
+                ray.shutdown()
