@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 
 from .errors import OptionError, ShapeError, option
+from .tasks import POOLED_TASK, TASKS
 
 # Dummy shapes for tracing. Batch 2 and length 16, not 1 and 1: a batch-1 trace can bake the
 # batch into the graph (GPT-2 without a mask fails at batch 2) and a length-1 trace bakes the
@@ -29,18 +30,8 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
 SHAPE_STRATEGIES = ("auto", "dynamic", "buckets", "static")
-TASK_NAMES = (
-    "feature-extraction",
-    "sentence-embedding",
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "causal-lm",
-    "seq2seq-lm",
-    "image-classification",
-)
+# The task registry (tasks/) lists the tasks once; the flag choices come from it.
+TASK_NAMES = tuple(TASKS)
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("dynamic-int8", "dynamic-int8-aten")  # quantize.SCHEMES says what each is
 BACKENDS = ("torchscript", "aoti", "neuronx", "neuron")
@@ -84,7 +75,7 @@ class ExportOptions:
     """Everything `export` can be told, checked once on construction."""
 
     task: str | None = _opt(None, "task to export (default: inferred from the checkpoint's architectures, "
-                            "or sentence-embedding for a sentence-transformers folder)", choices=TASK_NAMES)
+                            f"or {POOLED_TASK} for a sentence-transformers folder)", choices=TASK_NAMES)
     batch_size: int = _opt(DEFAULT_SHAPES["batch_size"], "batch of the dummy input traced (>= 2 keeps the batch "
                            "axis symbolic; with --static-batch, the fixed batch)")
     sequence_length: int | None = _opt(None, f"length traced (default {DEFAULT_SHAPES['sequence_length']}; "
