@@ -9,7 +9,7 @@ The JSON of ``run --json`` (documented in docs/cli.md; the schema name changes i
 
 ``hf-torchscript serve`` answers POST / with the same document (``run_document``).
 
-``output`` per task: feature-extraction {"tokens", "outputs": {name: {"shape", "data"}}};
+``output`` per task (each written by its task module's ``to_json``, tasks/*.py): feature-extraction {"tokens", "outputs": {name: {"shape", "data"}}};
 sentence-embedding {"embedding", "dimension", "norm"}; fill-mask {"masks": [[prediction, ...] per mask]};
 text-classification {"label", "score", "scores": {label: p}}; token-classification {"tokens": [{"token",
 "label", "score", "start", "end"}]}; question-answering {"answer", "score", "start", "end"};
@@ -25,8 +25,10 @@ import math
 
 import torch
 
+from ..tasks import TASKS
+from ..tasks.base import flat_outputs, floats as _floats, num as _num, show as _show, sort_key as _key
+
 RUN_SCHEMA = "hf-torchscript/run/1"
-_TEXT_WIDTH = 60
 
 
 # -- run: one schema ---------------------------------------------------------------------------------
@@ -34,20 +36,8 @@ _TEXT_WIDTH = 60
 
 def run_output(task: str, result) -> list[dict]:
     """The task's Python result (ExportedModel.__call__) as one JSON-ready ``output`` object per input."""
-    if task == "sentence-embedding":
-        return [{"embedding": _floats(row), "dimension": int(row.shape[-1]), "norm": _float(row.norm())}
-                for row in result.float()]
-    if task == "feature-extraction":
-        return [{"tokens": list(r["tokens"]),
-                 "outputs": {k: {"shape": list(v.shape), "data": _floats(v)} for k, v in r.items() if k != "tokens"}}
-                for r in result]
-    if task == "fill-mask":
-        return [{"masks": _plain(per_text)} for per_text in result]
-    if task == "token-classification":
-        return [{"tokens": _plain(tokens)} for tokens in result]
-    if task == "causal-lm":
-        return [{"next_tokens": _plain(preds)} for preds in result]
-    return [_plain(r) for r in result]  # already one flat object per input
+    t = TASKS.get(task)
+    return t.to_json(result) if t is not None else flat_outputs(result)  # else: already one flat object per input
 
 
 def run_document(directory, manifest: dict, inputs: list, outputs: list[dict], *, similarity=None,
@@ -111,84 +101,16 @@ def _dumps(obj, indent: int = 0) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
-def _float(x) -> float:
-    # 9 significant digits read back to the same float32: exact, and shorter than a double's repr.
-    return float(format(float(x), ".9g"))
-
-
-def _floats(t: torch.Tensor):
-    if t.dim() == 0:
-        return _float(t)
-    return [_floats(r) for r in t] if t.dim() > 1 else [_float(v) for v in t.tolist()]
-
-
-def _plain(x):
-    if isinstance(x, torch.Tensor):
-        return _floats(x.float()) if x.is_floating_point() else x.tolist()
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, float):
-        return _float(x)
-    return x
-
-
 # -- run: for people ---------------------------------------------------------------------------------
 
 
 def run_text(doc: dict, *, top_k: int = 5) -> str:
     """A short human summary of a ``run_document``: one line (or a few) per input."""
     task, results = doc["task"], doc["results"]
-    n = len(results)
     lines = []
-    if task == "sentence-embedding":
-        dim = results[0]["output"]["dimension"] if results else 0
-        lines.append(f"{n} text{'s' * (n != 1)} -> {dim}-dimensional embeddings (norm, text):")
-        lines += [f"  [{i}] {_num(r['output']['norm'], 4)}  {_show(r['input'])}" for i, r in enumerate(results)]
-    elif task == "feature-extraction":
-        for i, r in enumerate(results):
-            shapes = ", ".join(f"{k} {tuple(v['shape'])}" for k, v in r["output"]["outputs"].items())
-            lines.append(f"[{i}] {len(r['output']['tokens'])} tokens -> {shapes}  {_show(r['input'])}")
-    elif task == "text-classification":
-        for i, r in enumerate(results):
-            o = r["output"]
-            others = sorted(o["scores"].items(), key=lambda kv: -_key(kv[1]))
-            rest = ", ".join(f"{k} {_num(v, 3)}" for k, v in others[1:3])
-            lines.append(f"[{i}] {o['label']} {_num(o['score'], 3)}" + (f" ({rest})" if rest else "")
-                         + f"  {_show(r['input'])}")
-    elif task == "token-classification":
-        for i, r in enumerate(results):
-            tagged = [t for t in r["output"]["tokens"] if t["label"] not in ("O", "LABEL_0")] or r["output"]["tokens"]
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append("    " + (" ".join(f"{t['token']}/{t['label']}" for t in tagged[:20])
-                                   + (f" ... (+{len(tagged) - 20})" if len(tagged) > 20 else "") or "(no tokens)"))
-    elif task == "fill-mask":
-        for i, r in enumerate(results):
-            lines.append(f"[{i}] {_show(r['input'])}")
-            for j, preds in enumerate(r["output"]["masks"]):
-                lines.append(f"    mask {j + 1}: " + ", ".join(f"{p['token_str'] or p['token']} {_num(p['score'], 3)}"
-                                                        for p in preds[:top_k]))
-    elif task == "question-answering":
-        for i, r in enumerate(results):
-            o = r["output"]
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append(f"    answer {json.dumps(o['answer'], ensure_ascii=False)} ({_num(o['score'], 3)}, "
-                         f"characters {o['start']}-{o['end']} of the context)")
-    elif task == "multiple-choice":
-        for i, r in enumerate(results):
-            o = r["output"]
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append(f"    choice {o['index']}: {json.dumps(o['choice'], ensure_ascii=False)} ({_num(o['score'], 3)})")
-    elif task == "causal-lm":
-        for i, r in enumerate(results):
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append("    next: " + ", ".join(f"{json.dumps(p['token_str'], ensure_ascii=False)} {_num(p['score'], 3)}"
-                                             for p in r["output"]["next_tokens"][:top_k]))
-    elif task == "seq2seq-lm":
-        for i, r in enumerate(results):
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append(f"    -> {json.dumps(r['output']['text'], ensure_ascii=False)}")
+    t = TASKS.get(task)
+    if t is not None and t.summary is not None:
+        lines += t.summary(results, top_k)
     else:
         lines += [f"[{i}] {_show(r['input'])}: {json.dumps(r['output'])[:200]}" for i, r in enumerate(results)]
     if doc.get("similarity") is not None:
@@ -210,24 +132,6 @@ def similarity_text(matrix: list[list[float]], full_up_to: int = 10) -> list[str
         j = max((k for k in range(n) if k != i), key=lambda k: _key(row[k]))
         lines.append(f"  [{i}] -> [{j}] {_num(row[j], 3)}")
     return lines
-
-
-def _show(item: dict) -> str:
-    text = item["text"]
-    if "pair" in item:
-        text = f"{text} | {item['pair']}"
-    elif "choices" in item:
-        text = f"{text} | " + " / ".join(item["choices"])
-    text = " ".join(text.split())
-    return text if len(text) <= _TEXT_WIDTH else text[: _TEXT_WIDTH - 3] + "..."
-
-
-def _num(v, digits: int) -> str:
-    return "nan" if v is None else f"{v:.{digits}f}"
-
-
-def _key(v) -> float:
-    return -math.inf if v is None else v
 
 
 # -- info: each check in its own terms -----------------------------------------------------------------

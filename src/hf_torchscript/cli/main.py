@@ -17,6 +17,7 @@ import warnings
 
 from ..errors import HFTorchScriptError, OptionError
 from ..options import TASK_NAMES, ExportOptions, flag
+from ..tasks import TASKS, task_names
 
 
 def _err(msg: str) -> None:
@@ -142,11 +143,13 @@ def cmd_run(a) -> int:
         warnings.simplefilter("always")
         model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    if a.similarity and model.task != "sentence-embedding":
+    task = TASKS.get(model.task)
+    if a.similarity and not getattr(task, "similarity", False):
         raise OptionError(f"--similarity compares sentence embeddings; {a.output_dir} is a {model.task} artifact "
-                          "(export with --task sentence-embedding)")
-    if a.choice and model.task != "multiple-choice":
-        raise OptionError(f"--choice is for multiple-choice artifacts; {a.output_dir} is a {model.task} artifact")
+                          f"(export with --task {' or '.join(task_names('similarity'))})")
+    if a.choice and not getattr(task, "choices", False):
+        raise OptionError(f"--choice is for {' or '.join(task_names('choices'))} artifacts; {a.output_dir} is a "
+                          f"{model.task} artifact")
     outputs, embeddings = [], []
     # Batches of --batch-size texts: many texts (--input) never become one giant padded batch.
     for start in range(0, len(inputs), a.batch_size):
@@ -155,7 +158,7 @@ def cmd_run(a) -> int:
             warnings.simplefilter("always", TruncationWarning)
             result = model(chunk, top_k=a.top_k)
         notes += [str(w.message) for w in caught]
-        if model.task == "sentence-embedding":
+        if getattr(task, "similarity", False):
             embeddings.append(result)
         outputs += display.run_output(model.task, result)
     similarity = display.cosine_matrix(torch.cat(embeddings)) if a.similarity else None
@@ -373,7 +376,7 @@ def _add_serving_commands(sub) -> None:
     m.add_argument("output", metavar="OUTPUT", help="Parquet file: the input columns, the task's outputs, error")
     m.add_argument("--column", default="text", help="the column holding the texts (default text)")
     m.add_argument("--pair-column", default=None, metavar="COLUMN",
-                   help="second text of each row (question-answering: the context)")
+                   help=f"second text of each row ({' / '.join(task_names('pair_required'))}: the context)")
     m.add_argument("--ray", action="store_true", help="run on Ray Data (RAY_ADDRESS, else a local cluster)")
     m.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="with --ray: actors (default: the cluster's CPUs minus one, over --threads)")
@@ -465,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how --input is read (auto: jsonl for .jsonl/.ndjson files, else text)")
     r.add_argument("--pair", action="append", default=None, help="second text of a pair (QA context), once per TEXT")
     r.add_argument("--choice", action="append", default=None, metavar="TEXT",
-                   help="multiple-choice: one choice (repeat the flag), the same for every TEXT")
+                   help=f"{' / '.join(task_names('choices'))}: one choice (repeat the flag), the same for every TEXT")
     r.add_argument("--top-k", type=int, default=5, help="predictions shown per mask / next token (default 5)")
     r.add_argument("--similarity", action="store_true", help="sentence embeddings: add their cosine similarities")
     r.add_argument("--json", action="store_true", help="the full results as JSON, one schema for every task")
