@@ -1,4 +1,4 @@
-"""Export options: one frozen dataclass, the single source of the API keywords and the CLI flags.
+"""Export and benchmark options: frozen dataclasses, the single source of the API keywords and the CLI flags.
 
 Each field's metadata says how it is shown to people: ``help`` (the flag's help text), ``choices``,
 ``commands`` (which CLI commands take it: "export", "validate") and ``parse`` (how a flag's text becomes
@@ -11,7 +11,9 @@ CLI shows the flag (``--batch-size 2``) and Python the keyword (``batch_size=2``
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shlex
+import textwrap
 import typing
 from dataclasses import dataclass, field
 
@@ -57,6 +59,14 @@ def shell_words(text: str) -> tuple[str, ...]:
         return tuple(shlex.split(text))
     except ValueError as e:
         raise ValueError(f"cannot split {text!r} like a shell would: {e}") from None
+
+
+def shape_list(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1x16,8x128"`` -> ((1, 16), (8, 128)), for --grid."""
+    try:
+        return tuple((int(b), int(n)) for b, n in (x.lower().split("x") for x in text.split(",") if x.strip()))
+    except ValueError:
+        raise ValueError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
 
 
 def _opt(default, help: str, *, commands=("export",), choices=None, parse=None, metavar=None):
@@ -278,3 +288,111 @@ def _is(value, kind) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, kind)
+
+
+# -- benchmark -----------------------------------------------------------------------------------------
+
+DEFAULT_GRID: tuple[tuple[int, int], ...] = ((1, 16), (1, 128), (8, 128), (1, 512))
+# bench/variants.ALL_VARIANTS, spelled out so that `hf-torchscript --help` needs no torch
+# (tests/test_bench.py keeps the two equal).
+BENCH_VARIANTS = ("eager", "eager-bf16", "ts-dynamic", "ts-buckets", "ts-static", "ts-frozen", "ts-bf16", "ts-int8",
+                  "ts-int8-aten", "aoti", "aoti-bf16", "torch-compile", "onnxruntime", "onnxruntime-int8")
+
+
+def _model_or_none(text: str):
+    """--accuracy-model: 'none' skips the accuracy pass (the API's False)."""
+    return False if text == "none" else text
+
+
+def _shape_or_none(text: str):
+    """--profile-shape: 8x128, or 'none'."""
+    return None if text == "none" else shape_list(text)[0]
+
+
+def _bench(default, help: str, *, flag: str | None = None, cli_default=None, parse=None, metavar=None, choices=None,
+           cli: bool = True):
+    """A BenchOptions field: ``help`` documents the keyword and the flag; ``cli_default`` is the flag's default
+    where it differs from the keyword's (None: the keyword's default applies)."""
+    meta = {"help": help, "cli": cli}
+    for key, value in (("flag", flag), ("cli_default", cli_default), ("parse", parse), ("metavar", metavar),
+                       ("choices", choices)):
+        if value is not None:
+            meta[key] = tuple(value) if key == "choices" else value
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything ``benchmark`` can be told (besides the model); the API keywords and the ``bench`` flags."""
+
+    task: str | None = _bench(None, "the export task (default: inferred from the checkpoint)", choices=TASK_NAMES)
+    output_dir: object = _bench(None, "where report.json and plot.png go (API default None: not written)",
+                                flag="--out", cli_default="bench-results", metavar="DIR")
+    workdir: object = _bench(None, "where exported artifacts go (default OUT/artifacts); one is reused only if it was "
+                             "exported from the same weights (sha256) with the same options and versions",
+                             metavar="DIR")
+    variants: typing.Sequence[str] | None = _bench(
+        None, "subset of " + ",".join(BENCH_VARIANTS) + " (default: all; comma-separated on the command line; a peer "
+        "whose package is missing is skipped with the reason, and missing packages are listed before anything runs)",
+        parse=name_list, metavar="NAMES")
+    grid: typing.Sequence[tuple[int, int]] = _bench(DEFAULT_GRID, "(batch, length) shapes of the fixed workload "
+                                                    "(default 1x16,1x128,8x128,1x512)", parse=shape_list,
+                                                    metavar="BxL,...")
+    rounds: int = _bench(5, "timed rounds per shape")
+    warmup: int = _bench(2, "untimed warm-up passes per shape")
+    mixed_requests: int = _bench(64, "requests in the mixed-length workload (0: skip it)")
+    mixed_batch: int = _bench(8, "requests per batch in the mixed-length workload")
+    mixed_rounds: int = _bench(3, "timed rounds of the mixed-length workload")
+    threads: int = _bench(2, "torch threads for the run (restored afterwards)")
+    max_length: int | None = _bench(None, "the export's max length (default: the model's)")
+    accuracy_model: object = _bench(None, "trained model whose variants are checked on real text (default: the "
+                                    "model itself; every variant is built again for it); False (CLI: 'none') skips it",
+                                    parse=_model_or_none, metavar="MODEL")
+    accuracy_task: str | None = _bench(None, "task of the accuracy model", choices=TASK_NAMES)
+    accuracy_sentences: int = _bench(160, "how many real sentences the accuracy pass runs")
+    profile_shape: tuple[int, int] | None = _bench((8, 128), "(batch, length) at which torch.profiler's top ops are "
+                                                   "recorded, or None (CLI: 'none')", parse=_shape_or_none,
+                                                   metavar="BxL")
+    targets: object = _bench(None, "a JSON file of targets to evaluate in this run (the project's: "
+                             "bench/targets.json); default: none", metavar="FILE")
+    seed: int = _bench(0, "seed of the synthetic batches and the sampled request lengths")
+    progress: bool = _bench(True, "progress bars and the missing-packages note on stderr (CLI: -q/--quiet turns "
+                            "them off)", cli=False)
+    description: str | None = _bench(None, "the model's name in the report (default: what was loaded)")
+
+    @classmethod
+    def fields(cls, cli: bool = False) -> list[dataclasses.Field]:
+        """The option fields, optionally only those the ``bench`` command has a flag for."""
+        return [f for f in dataclasses.fields(cls) if not cli or f.metadata["cli"]]
+
+
+def bench_flag(f: dataclasses.Field) -> str:
+    """The ``bench`` flag of a BenchOptions field (``output_dir`` -> ``--out``)."""
+    return f.metadata.get("flag") or flag(f.name)
+
+
+def bench_signature(returns=inspect.Signature.empty) -> inspect.Signature:
+    """``benchmark(model, *, <every BenchOptions field>)``: the signature of hts.benchmark and bench.benchmark."""
+    return inspect.Signature(
+        [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in BenchOptions.fields())],
+        return_annotation=returns,
+    )
+
+
+def bench_options(function: str, options: dict) -> BenchOptions:
+    """``options`` (keywords) as BenchOptions; an unknown keyword is the TypeError Python gives a plain function."""
+    names = {f.name for f in BenchOptions.fields()}
+    for name in options:
+        if name not in names:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
+    return BenchOptions(**options)
+
+
+def bench_args_doc() -> str:
+    """The ``Args:`` block of benchmark's docstring, from the fields' help."""
+    lines = ["Args:", "    model: a model directory (or cached/bundled id) as accepted by :func:`hf_torchscript.export`."]
+    for f in BenchOptions.fields():
+        lines.append(textwrap.fill(f"{f.name}: {f.metadata['help']}.", 108, initial_indent="    ",
+                                   subsequent_indent="        ", break_on_hyphens=False, break_long_words=False))
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ import typing
 import warnings
 
 from ..errors import HFTorchScriptError, OptionError
-from ..options import TASK_NAMES, ExportOptions, flag
+from ..options import BenchOptions, ExportOptions, bench_flag, flag
 from ..tasks import TASKS, task_names
 
 
@@ -45,6 +45,34 @@ def add_option_flags(parser: argparse.ArgumentParser, command: str, *, defaults:
             kw["type"] = _flag_type(meta.get("parse") or (kind if kind in (int, float) else str))
             kw["default"] = f.default if defaults else None
         parser.add_argument(flag(f.name), **kw)
+
+
+def add_bench_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per BenchOptions field (progress aside: -q/--quiet); an absent flag leaves the keyword's default."""
+    hints = typing.get_type_hints(BenchOptions)
+    for f in BenchOptions.fields(cli=True):
+        meta = f.metadata
+        kw: dict = {"help": meta["help"], "dest": f.name, "default": meta.get("cli_default", argparse.SUPPRESS)}
+        for key in ("metavar", "choices"):
+            if key in meta:
+                kw[key] = meta[key]
+        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        kw["type"] = _flag_type(meta.get("parse") or (kind if kind in (int, float) else str))
+        if kind is int and "metavar" not in kw:
+            kw["metavar"] = "N"
+        parser.add_argument(bench_flag(f), **kw)
+
+
+def bench_values(a: argparse.Namespace) -> dict:
+    """The BenchOptions fields the bench flags set (those not given are left to the keywords' defaults)."""
+    return {f.name: getattr(a, f.name) for f in BenchOptions.fields(cli=True) if hasattr(a, f.name)}
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet, the one progress switch of every command; --no-progress stays as a hidden alias (bench and map
+    spelled it so)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
 def _flag_type(parse):
@@ -93,13 +121,6 @@ def cmd_export(a) -> int:
     return 0
 
 
-def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
-    try:
-        return tuple((int(b), int(l)) for b, l in (x.lower().split("x") for x in text.split(",") if x.strip()))
-    except ValueError:
-        raise ValueError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
-
-
 def cmd_bench(a) -> int:
     from ..errors import require_extra
 
@@ -108,25 +129,7 @@ def cmd_bench(a) -> int:
     require_extra("export", "bench", "transformers")
     from ..bench import benchmark
 
-    report = benchmark(
-        a.model,
-        task=a.task,
-        output_dir=a.out,
-        workdir=a.workdir,
-        variants=[v for v in a.variants.split(",") if v] if a.variants else None,
-        **({"grid": a.grid} if a.grid else {}),
-        rounds=a.rounds,
-        warmup=a.warmup,
-        mixed_requests=a.mixed_requests,
-        mixed_batch=a.mixed_batch,
-        mixed_rounds=a.mixed_rounds,
-        threads=a.threads,
-        max_length=a.max_length,
-        accuracy_model=False if a.accuracy_model == "none" else a.accuracy_model,
-        accuracy_task=a.accuracy_task,
-        targets=a.targets,
-        progress=not a.no_progress,
-    )
+    report = benchmark(a.model, progress=not a.quiet, **bench_values(a))
     print(report.table())
     print("wrote " + " and ".join(report.files.values()))
     return 0
@@ -337,7 +340,7 @@ def cmd_map(a) -> int:
     report = map_file(a.artifact, a.input, a.output, column=a.column, pair_column=a.pair_column,
                       batch_size=a.batch_size, top_k=a.top_k, use_ray=a.ray, workers=a.workers, threads=a.threads,
                       force=a.force,
-                      progress=not a.no_progress, verify=not a.no_verify)
+                      progress=not a.quiet, verify=not a.no_verify)
     print(report)
     return 0
 
@@ -387,7 +390,7 @@ def _add_serving_commands(sub) -> None:
                    help="rows per model call; rows are sorted by length in windows of 8x this (default 32)")
     m.add_argument("--top-k", type=_positive, default=5)
     m.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
-    m.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    add_quiet_flag(m)
     m.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
     m.set_defaults(func=cmd_map)
 
@@ -429,34 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("output_dir", metavar="OUTPUT_DIR")
     add_option_flags(e, "export")
     e.add_argument("--force", action="store_true", help="replace an earlier artifact in OUTPUT_DIR")
-    e.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
+    add_quiet_flag(e)
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="time eager transformers vs exported variants (table, JSON, PNG)")
     b.add_argument("model", metavar="MODEL", help="directory with config.json + weights, or a cached/bundled model id")
-    b.add_argument("--task", choices=TASK_NAMES, help="default: inferred from the checkpoint")
-    b.add_argument("--out", default="bench-results", metavar="DIR", help="report.json and plot.png go here")
-    b.add_argument("--workdir", default=None, metavar="DIR", help="exported artifacts (default OUT/artifacts; reused)")
-    # Variant names and the default grid live in bench/; not imported here to keep `--help` free of torch.
-    b.add_argument("--variants", default=None, help="comma-separated subset of eager,eager-bf16,ts-dynamic,"
-                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,ts-int8-aten,aoti,aoti-bf16,torch-compile,onnxruntime,"
-                   "onnxruntime-int8 "
-                   "(default: all)")
-    b.add_argument("--grid", type=_flag_type(_shape_list), default=None, metavar="BxL,...",
-                   help="fixed shapes (default 1x16,1x128,8x128,1x512)")
-    b.add_argument("--rounds", type=int, default=5)
-    b.add_argument("--warmup", type=int, default=2)
-    b.add_argument("--mixed-requests", type=int, default=64, help="requests in the mixed-length workload (0: skip)")
-    b.add_argument("--mixed-batch", type=int, default=8)
-    b.add_argument("--mixed-rounds", type=int, default=3)
-    b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--max-length", type=int, default=None)
-    b.add_argument("--accuracy-model", default=None, metavar="MODEL",
-                   help="trained model whose variants are checked on real text (default: MODEL; 'none': skip)")
-    b.add_argument("--accuracy-task", choices=TASK_NAMES, default=None, help="task of --accuracy-model")
-    b.add_argument("--targets", default=None, metavar="FILE",
-                   help="JSON targets to evaluate in this run (the project's: bench/targets.json); default: none")
-    b.add_argument("--no-progress", action="store_true")
+    add_bench_flags(b)
+    add_quiet_flag(b)
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("run", help="run texts through an artifact; a short summary, or --json (docs/cli.md)")
@@ -488,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", default=None, metavar="MODEL",
                    help="the model the artifact was exported from (default: the one its manifest records, found "
                    "offline)")
-    v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
+    add_quiet_flag(v)
     add_option_flags(v, "validate", defaults=False)
     v.set_defaults(func=cmd_validate)
 
