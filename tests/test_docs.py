@@ -233,7 +233,7 @@ def test_every_document_has_its_blocks_found():
 
 def test_readme_test_command_is_what_ci_runs():
     command = ('python3.11 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && '
-               'pip install -e ".[export,test,bench,ray,triton,aoti-int8]" && python -m pytest -q')
+               'pip install -e ".[export,test,bench,ray,triton,aoti-int8]" && ruff check . && python -m pytest -q')
     assert command in [b.code.strip() for b in ALL if b.doc.name == "README.md"]
     assert command in [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
 

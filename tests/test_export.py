@@ -1,4 +1,4 @@
-"""Issue 2: the artifact contract, the seed's walk-through, the real MiniLM model, tied weights."""
+"""The artifact contract, the seed's walk-through, the real MiniLM model, tied weights."""
 
 from __future__ import annotations
 

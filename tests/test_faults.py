@@ -553,7 +553,7 @@ def test_hub_cache_layout_with_every_file_a_symlink_exports(ws, base, capsys):
 COMMIT_SCRIPT = textwrap.dedent(r'''
     import os, shutil, signal, sys, time
     from pathlib import Path
-    from hf_torchscript.exporter import atomic
+    from hf_torchscript import atomic
     mode, step, action, new, out, flag = sys.argv[1:7]
     assert "torch" not in sys.modules  # keeps each run ~0.2 s
     if mode == "fallback":

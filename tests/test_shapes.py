@@ -1,4 +1,4 @@
-"""Issue 3: any input size, proven. Buckets, static, dynamic, auto; the grid rejects baked shapes."""
+"""Any input size, proven. Buckets, static, dynamic, auto; the grid rejects baked shapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11 point 5: the text check runs real texts through the SHIPPED tokenizer.json and the
+"""The text check runs real texts through the SHIPPED tokenizer.json and the
 written model.pt, and compares with the reference library (sentence-transformers' encode, the
 source's transformers tokenizer + the eager model). A tokenizer.json that gives other ids than
 transformers fails the export; without the text stage the same artifact is written with

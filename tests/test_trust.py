@@ -1,4 +1,4 @@
-"""Issue 11: the proof covers what users run. Each validation stage has a test that fails when the
+"""The proof covers what users run. Each validation stage has a test that fails when the
 stage is removed: checkpoint fidelity, non-finite values, the grid vs eager, the row check, declared
 axes exercised at several sizes, range checks inside the graph, and the shipped tokenizer."""
 

@@ -11,12 +11,8 @@ Import cost is kept low: torch loads only when a verb runs, transformers only fo
 from __future__ import annotations
 
 import inspect as _inspect
-from importlib import metadata as _metadata
 
-try:  # pyproject.toml's version is the one source (CHANGELOG.md); a source tree that is not installed has none
-    __version__ = _metadata.version("hf-torchscript")
-except _metadata.PackageNotFoundError:
-    __version__ = "0+unknown"
+from .version import __version__
 
 from .errors import (
     ArtifactError,

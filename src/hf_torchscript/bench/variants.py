@@ -87,7 +87,7 @@ def weights_digest(path: Path | None) -> str | None:
 
 def exported(name: str, model, options: dict, workdir: Path, digest: str | None) -> Variant:
     """Export (or reuse an artifact exported from the same weights with the same options) and load it."""
-    from .. import __version__
+    from ..version import __version__
     from ..exporter.flow import export
 
     desc = EXPORTED[name][1]

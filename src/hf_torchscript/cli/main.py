@@ -488,7 +488,7 @@ def version_text() -> str:
     """``hf-torchscript X (torch Y, transformers Z)``: read from package metadata, so nothing heavy is imported."""
     from importlib import metadata
 
-    from .. import __version__
+    from ..version import __version__
 
     def installed(name: str) -> str:
         try:

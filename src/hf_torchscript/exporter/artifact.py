@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, atomic
+from .. import atomic
+from ..version import __version__
 from ..deprecation import jit_api
 from ..errors import ArtifactError, SourceError, option
 from ..runtime.artifact import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, embeddable, sha256_file, strict_json

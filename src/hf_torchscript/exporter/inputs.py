@@ -57,14 +57,6 @@ class InputSpec:
         return out
 
 
-def range_text(name: str, lo: int, hi: int) -> str:
-    """What an input's values must be, as the error for an out-of-range value says it (both formats)."""
-    if name in ("attention_mask", "decoder_attention_mask"):
-        return "0 or 1"
-    if name == "token_type_ids":
-        return f"in [{lo}, {hi}) (the model has {hi} token types)"
-    return f"token ids in [{lo}, {hi}) (the vocabulary has {hi} entries); use the tokenizer shipped with the artifact"
-
 
 def input_specs(names: Sequence[str], *, config, pad_token_id: int, choices: bool = False) -> list[InputSpec]:
     specs = []

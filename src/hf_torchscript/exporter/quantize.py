@@ -323,7 +323,8 @@ def _layer_damage(wrapper: nn.Module, linears: dict, quantizer, calibration: Cal
 
     The layer is swapped into ``wrapper`` in place and always swapped back.
     """
-    idx = sorted({0, 1, len(calibration.batches) - 1})[:batches]
+    last = len(calibration.batches) - 1  # one batch is enough to rank layers: index 1 may not exist
+    idx = sorted({0, min(1, last), last})[:batches]
     modules = dict(wrapper.named_modules())
     out = {}
     for name, linear in linears.items():

@@ -26,7 +26,8 @@ from ..deprecation import jit_api
 from ..errors import ShapeError, TraceError, option
 from ..progress import report as tell
 from .source import quiet_transformers
-from .inputs import InputSpec, range_text
+from ..runtime.schema import range_text
+from .inputs import InputSpec
 from ..options import DEFAULT_SHAPES
 
 MIN_BUCKET = 16

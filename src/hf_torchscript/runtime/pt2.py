@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ArtifactError, InputError
-from ..exporter.inputs import range_text
+from .schema import range_text
 
 FORMAT = "aoti-pt2"
 PT2_FILE = "model.pt2"

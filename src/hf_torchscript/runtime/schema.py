@@ -168,3 +168,11 @@ def check_manifest(manifest, where: str) -> dict:
     if problem:
         raise ArtifactError(f"{where} is not a valid hf-torchscript manifest: {problem}; re-export the model")
     return manifest
+
+def range_text(name: str, lo: int, hi: int) -> str:
+    """What an input's values must be, as the error for an out-of-range value says it (both formats)."""
+    if name in ("attention_mask", "decoder_attention_mask"):
+        return "0 or 1"
+    if name == "token_type_ids":
+        return f"in [{lo}, {hi}) (the model has {hi} token types)"
+    return f"token ids in [{lo}, {hi}) (the vocabulary has {hi} entries); use the tokenizer shipped with the artifact"
