@@ -11,8 +11,8 @@ PKG = Path(__file__).resolve().parent.parent / "src" / "hf_torchscript"
 # Lowest first. A module's layer is its first dotted part (a subpackage) or, for a top-level module, its name.
 LAYERS = [
     {"errors", "deprecation", "compat", "progress", "atomic", "texts", "version", "data"},
-    {"options"},
-    {"tasks", "architectures"},
+    {"tasks"},  # the task registry lists the task names once; options and architectures read them from it
+    {"options", "architectures"},
     {"runtime"},
     {"exporter"},
     {"bench", "serving"},

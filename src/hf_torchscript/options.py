@@ -375,7 +375,8 @@ def bench_signature(returns=inspect.Signature.empty) -> inspect.Signature:
     """``benchmark(model, *, <every BenchOptions field>)``: the signature of hts.benchmark and bench.benchmark."""
     return inspect.Signature(
         [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-         *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in BenchOptions.fields())],
+         *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+           for f in BenchOptions.fields())],
         return_annotation=returns,
     )
 
@@ -391,7 +392,8 @@ def bench_options(function: str, options: dict) -> BenchOptions:
 
 def bench_args_doc() -> str:
     """The ``Args:`` block of benchmark's docstring, from the fields' help."""
-    lines = ["Args:", "    model: a model directory (or cached/bundled id) as accepted by :func:`hf_torchscript.export`."]
+    lines = ["Args:",
+             "    model: a model directory (or cached/bundled id) as accepted by :func:`hf_torchscript.export`."]
     for f in BenchOptions.fields():
         lines.append(textwrap.fill(f"{f.name}: {f.metadata['help']}.", 108, initial_indent="    ",
                                    subsequent_indent="        ", break_on_hyphens=False, break_long_words=False))

@@ -15,8 +15,7 @@ from typing import Sequence
 import torch
 
 from ..options import DEFAULT_GRID, bench_args_doc, bench_options, bench_signature
-from . import timing
-from . import workload
+from . import timing, workload
 from .report import BenchmarkReport, evaluate_targets, load_targets
 from .variants import ALL_VARIANTS, EXPORTED, Variant, exported, missing_extras, peer, weights_digest
 
@@ -42,9 +41,9 @@ class Subject:
     @classmethod
     def load(cls, model, *, task: str | None, max_length: int | None) -> "Subject":
         from ..exporter.backends import get_backend
-        from ..options import ExportOptions
         from ..exporter.prepare import prepare
         from ..exporter.source import load_source
+        from ..options import ExportOptions
 
         src = load_source(model, task=task)
         p = prepare(src, ExportOptions(task=src.task, max_length=max_length), get_backend("torchscript"))

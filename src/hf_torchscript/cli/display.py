@@ -9,7 +9,8 @@ The JSON of ``run --json`` (documented in docs/cli.md; the schema name changes i
 
 ``hf-torchscript serve`` answers POST / with the same document (``run_document``).
 
-``output`` per task (each written by its task module's ``to_json``, tasks/*.py): feature-extraction {"tokens", "outputs": {name: {"shape", "data"}}};
+``output`` per task (each written by its task module's ``to_json``, tasks/*.py):
+feature-extraction {"tokens", "outputs": {name: {"shape", "data"}}};
 sentence-embedding {"embedding", "dimension", "norm"}; fill-mask {"masks": [[prediction, ...] per mask]};
 text-classification {"label", "score", "scores": {label: p}}; token-classification {"tokens": [{"token",
 "label", "score", "start", "end"}]}; question-answering {"answer", "score", "start", "end"};
@@ -26,7 +27,11 @@ import math
 import torch
 
 from ..tasks import TASKS
-from ..tasks.base import flat_outputs, floats as _floats, num as _num, show as _show, sort_key as _key
+from ..tasks.base import flat_outputs
+from ..tasks.base import floats as _floats
+from ..tasks.base import num as _num
+from ..tasks.base import show as _show
+from ..tasks.base import sort_key as _key
 
 RUN_SCHEMA = "hf-torchscript/run/1"
 

@@ -21,7 +21,6 @@ def run_task(model, texts, *, top_k: int = 5):
     task = TASKS.get(model.task)
     handler = task.run if task is not None else None
     if handler is None:
-        raise InputError(
-            f"task {model.task!r} takes tensors, not text: call model({', '.join(n + '=...' for n in model.input_names)})"
-        )
+        call = ", ".join(n + "=..." for n in model.input_names)
+        raise InputError(f"task {model.task!r} takes tensors, not text: call model({call})")
     return handler(model, texts, top_k)

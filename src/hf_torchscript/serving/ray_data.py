@@ -78,9 +78,8 @@ class Predictor:
         self.task = self.model.task
         task = TASKS.get(self.task)
         if task is None or task.columns is None:
-            raise OptionError(
-                f"task {self.task!r} does not take one text per row; map supports {', '.join(sorted(task_names('columns')))}"
-            )
+            supported = ", ".join(sorted(task_names("columns")))
+            raise OptionError(f"task {self.task!r} does not take one text per row; map supports {supported}")
         if self.model.tokenizer is None:
             raise ArtifactError(f"{artifact} has no tokenizer (exported from an in-memory model without tokenizer=); "
                                 "map needs one to turn texts into token ids")

@@ -32,7 +32,8 @@ def _run(model, texts, top_k):
     for i, e in enumerate(encs):
         positions = [j for j, t in enumerate(e.ids) if t == mask_id]
         if not positions:
-            raise InputError(f"text {i} has no {mask_token} token: {texts[i]!r}; put {mask_token} where a word should be predicted")
+            raise InputError(f"text {i} has no {mask_token} token: {texts[i]!r}; put {mask_token} where a word "
+                             "should be predicted")
         per_mask = []
         for j in positions:
             probs = logits[i, j].float().softmax(-1)

@@ -12,7 +12,7 @@ def _run(model, texts, top_k):
     results = []
     for i, e in enumerate(encs):
         tokens = []
-        for j, (tid, special) in enumerate(zip(e.ids, e.special_tokens_mask)):
+        for j, special in enumerate(e.special_tokens_mask):
             if special:
                 continue
             k = int(probs[i, j].argmax())
