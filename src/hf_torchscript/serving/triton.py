@@ -33,7 +33,7 @@ BATCH_AXIS = "batch_size"
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
           "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_TEMPLATE = Path(__file__).parent / "data" / "triton_tokenizer_model.py"
+_TEMPLATE = Path(__file__).parent.parent / "data" / "triton_tokenizer_model.py"  # the package's data/
 
 
 @dataclass
