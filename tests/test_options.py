@@ -19,8 +19,9 @@ def _flags(command: str) -> set[str]:
     return {s for a in parser._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
 
 
-# Flags of the command that are not export options (where the artifact goes, whether to replace it).
-NOT_OPTIONS = {"export": {"--force", "--quiet"}, "validate": {"--model", "--quiet"}}
+# Flags of the command that are not export options (where the artifact goes, whether to replace it, the
+# progress switch every command spells -q/--quiet, with --no-progress as its hidden alias).
+NOT_OPTIONS = {"export": {"--force", "--quiet", "--no-progress"}, "validate": {"--model", "--quiet", "--no-progress"}}
 
 
 @pytest.mark.parametrize("command", ["export", "validate"])
