@@ -14,6 +14,7 @@ import torch
 import hf_torchscript as hts
 from hf_torchscript.cli import main
 from hf_torchscript.exporter import answers
+from hf_torchscript.tasks.base import tie_agree
 from hf_torchscript.texts import real_sentences
 
 
@@ -90,7 +91,7 @@ def test_bf16_classifier_keeps_its_labels_on_real_text_and_info_shows_it(trained
         with torch.no_grad():
             ref.append(eager(**inputs).logits)
     got, ref = torch.cat(got), torch.cat(ref)
-    same, tie = answers._tie_agree(got, ref, 0.02)
+    same, tie = tie_agree(got, ref, 0.02)
     assert int(same.sum()) + int(tie.sum()) == fig["agree"] and int(tie.sum()) == fig["ties"]
     assert not torch.equal(got, ref)  # bf16 really ran
     assert "answers" in result.validation.summary()
@@ -125,7 +126,7 @@ def test_float32_artifacts_record_why_answers_are_not_remeasured(tiny_artifact):
 def test_top1_agreement_counts_flips_and_near_ties():
     ref = torch.tensor([[3.0, 0.0, -3.0], [1.0, 0.99, -3.0], [1.0, 0.0, -3.0], [0.0, 2.0, 1.0]])
     got = torch.tensor([[3.0, 0.0, -3.0], [0.9, 1.0, -3.0], [0.0, 1.0, -3.0], [0.0, 2.0, 1.0]])
-    same, tie = answers._tie_agree(got, ref, 0.02)
+    same, tie = tie_agree(got, ref, 0.02)
     # row 1 flips inside a near-tie (0.01 of a range of 4), row 2 flips for real
     assert same.tolist() == [True, False, False, True] and tie.tolist() == [False, True, False, False]
     f = answers.figure_from("top-1 label", same, tie)

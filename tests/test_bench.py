@@ -217,12 +217,6 @@ def test_unknown_variant_is_refused(tiny_model_dir):
         hts.benchmark(tiny_model_dir("bert", "feature-extraction"), variants=["ts-fast"], progress=False)
 
 
-def test_public_benchmark_has_the_real_signature():
-    public = inspect.signature(hts.benchmark).parameters
-    impl = inspect.signature(bench_run.benchmark).parameters
-    assert [(p.name, p.kind, p.default) for p in public.values()] == [(p.name, p.kind, p.default) for p in impl.values()]
-
-
 def test_cli_bench(tiny_model_dir, tmp_path, capsys):
     targets = tmp_path / "t.json"
     targets.write_text(json.dumps({"targets": [
@@ -261,10 +255,38 @@ def test_cli_help_names_every_variant():
     assert names == list(ALL_VARIANTS)
 
 
-def test_public_benchmark_keeps_the_bench_signature():
-    """hts.benchmark spells its keywords out (importing bench/ at package import would pull torch in);
-    its names and defaults must stay those of hf_torchscript.bench.benchmark, which does the work."""
-    def shape(fn):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+def test_bench_options_are_declared_once():
+    """hts.benchmark, bench.benchmark and the bench flags all come from options.BenchOptions: every field is a
+    keyword of both (same default) and a flag (progress: -q/--quiet), every flag a field."""
+    from hf_torchscript.cli import build_parser
+    from hf_torchscript.options import BenchOptions, bench_flag
 
-    assert shape(hts.benchmark) == shape(bench_run.benchmark)
+    fields = BenchOptions.fields()
+    want = [("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty)] + [
+        (f.name, inspect.Parameter.KEYWORD_ONLY, f.default) for f in fields]
+    for fn in (hts.benchmark, bench_run.benchmark):
+        assert [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()] == want
+    sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "bench" in a.choices)
+    flags = {o for a in sub.choices["bench"]._actions for o in a.option_strings} - {"-h", "--help"}
+    assert flags == {bench_flag(f) for f in BenchOptions.fields(cli=True)} | {"-q", "--quiet", "--no-progress"}
+    assert {f.name for f in fields} - {f.name for f in BenchOptions.fields(cli=True)} == {"progress"}
+    with pytest.raises(TypeError, match="benchmark\\(\\) got an unexpected keyword argument 'round'"):
+        hts.benchmark("any", round=3)
+
+
+def test_bench_variant_names_in_options_are_the_variants():
+    """options.BENCH_VARIANTS spells the names out (importing bench/ would pull torch into --help)."""
+    from hf_torchscript.options import BENCH_VARIANTS
+
+    assert list(BENCH_VARIANTS) == list(ALL_VARIANTS)
+
+
+def test_every_command_takes_quiet_and_the_old_spelling():
+    """One progress switch: -q/--quiet everywhere; --no-progress (bench's and map's old flag) still works."""
+    from hf_torchscript.cli import build_parser
+
+    p = build_parser()
+    for argv in (["export", "m", "o"], ["validate", "o"], ["bench", "m"], ["map", "a", "i.jsonl", "o.parquet"]):
+        assert p.parse_args(argv).quiet is False
+        assert p.parse_args(argv + ["--quiet"]).quiet is True
+        assert p.parse_args(argv + ["--no-progress"]).quiet is True

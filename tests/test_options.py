@@ -19,8 +19,9 @@ def _flags(command: str) -> set[str]:
     return {s for a in parser._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
 
 
-# Flags of the command that are not export options (where the artifact goes, whether to replace it).
-NOT_OPTIONS = {"export": {"--force", "--quiet"}, "validate": {"--model", "--quiet"}}
+# Flags of the command that are not export options (where the artifact goes, whether to replace it, the
+# progress switch every command spells -q/--quiet, with --no-progress as its hidden alias).
+NOT_OPTIONS = {"export": {"--force", "--quiet", "--no-progress"}, "validate": {"--model", "--quiet", "--no-progress"}}
 
 
 @pytest.mark.parametrize("command", ["export", "validate"])
@@ -51,7 +52,8 @@ def test_public_export_signature_lists_every_option_keyword_only():
     for f in dataclasses.fields(ExportOptions):
         assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY and params[f.name].default == f.default
     assert "batch_size:" in hts.export.__doc__ and "Raises:" in hts.export.__doc__
-    assert list(inspect.signature(hts.load).parameters) == ["directory", "verify", "truncation"]
+    # **unknown only turns a misspelt keyword into a one-line "did you mean" OptionError (tests/test_faults.py)
+    assert list(inspect.signature(hts.load).parameters) == ["directory", "verify", "truncation", "unknown"]
     assert "atol" in inspect.signature(hts.validate).parameters
 
 

@@ -27,7 +27,7 @@ from .errors import (
     UnsupportedModelError,
     ValidationError,
 )
-from .options import DEFAULT_SHAPES, ExportOptions
+from .options import DEFAULT_SHAPES, ExportOptions, bench_options, bench_signature
 
 __all__ = [
     "export",
@@ -69,7 +69,8 @@ def _export_doc() -> str:
         "    model: a directory saved with ``save_pretrained``, a model id in the local Hugging Face cache or",
         "        bundled by an installed package (never downloaded), or an in-memory ``PreTrainedModel``.",
         "    output_dir: the artifact directory to create; an earlier artifact there is replaced only with force.",
-        "    task: e.g. ``\"fill-mask\"``; None infers it from the checkpoint.",
+        "    task: one of ``options.TASK_NAMES`` (the task registry, ``hf_torchscript.tasks``); None infers it",
+        "        from the checkpoint.",
         "    tokenizer: a transformers tokenizer to ship with an in-memory model.",
         "    force: replace an earlier artifact in ``output_dir``.",
         "    options: an :class:`ExportOptions`; keywords below replace its fields.",
@@ -166,32 +167,10 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
                      trust_remote_code=trust_remote_code, progress=checked(progress))
 
 
-def benchmark(
-    model,
-    *,
-    task: str | None = None,
-    output_dir=None,
-    workdir=None,
-    variants=None,
-    grid=((1, 16), (1, 128), (8, 128), (1, 512)),
-    rounds: int = 5,
-    warmup: int = 2,
-    mixed_requests: int = 64,
-    mixed_batch: int = 8,
-    mixed_rounds: int = 3,
-    threads: int = 2,
-    max_length: int | None = None,
-    accuracy_model=None,
-    accuracy_task: str | None = None,
-    accuracy_sentences: int = 160,
-    profile_shape=(8, 128),
-    targets=None,
-    seed: int = 0,
-    progress: bool = True,
-    description: str | None = None,
-):
+def benchmark(model, **options):
     """Time eager transformers, exported variants and peers (ONNX Runtime, torch.compile) in one run,
-    with each variant's accuracy on real text. See :func:`hf_torchscript.bench.benchmark` for the arguments.
+    with each variant's accuracy on real text. See :func:`hf_torchscript.bench.benchmark` for the arguments
+    (the fields of :class:`hf_torchscript.options.BenchOptions`).
 
     Returns:
         BenchmarkReport.
@@ -201,12 +180,12 @@ def benchmark(
     """
     from .bench import benchmark as _benchmark
 
-    return _benchmark(
-        model, task=task, output_dir=output_dir, workdir=workdir, variants=variants, grid=grid, rounds=rounds,
-        warmup=warmup, mixed_requests=mixed_requests, mixed_batch=mixed_batch, mixed_rounds=mixed_rounds,
-        threads=threads, max_length=max_length, accuracy_model=accuracy_model, accuracy_task=accuracy_task,
-        accuracy_sentences=accuracy_sentences, profile_shape=profile_shape, targets=targets, seed=seed,
-        progress=progress, description=description)
+    bench_options("benchmark", options)  # an unknown keyword fails here, as for a spelled-out signature
+    return _benchmark(model, **options)
+
+
+# BenchOptions' fields, listed once there (importing bench/ here would pull torch into `import hf_torchscript`).
+benchmark.__signature__ = bench_signature()
 
 
 def __getattr__(name):

@@ -12,16 +12,10 @@ from typing import Callable, Mapping
 from .errors import UnsupportedModelError, option
 from .tasks import TASKS
 
-ENCODER_TASKS = (
-    "feature-extraction",
-    "sentence-embedding",
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-)
-DECODER_TASKS = ("feature-extraction", "causal-lm", "text-classification", "text-generation")
+# Derived from the task registry (each task says whether encoders offer it and where a decoder lists it).
+ENCODER_TASKS = tuple(name for name, t in TASKS.items() if t.encoder)
+DECODER_TASKS = tuple(t.name for t in sorted((t for t in TASKS.values() if t.decoder_order is not None),
+                                             key=lambda t: t.decoder_order))
 
 
 def positions(attr: str = "max_position_embeddings", *, padding_offset: bool = False) -> Callable:

@@ -1,4 +1,4 @@
-"""Export options: one frozen dataclass, the single source of the API keywords and the CLI flags.
+"""Export and benchmark options: frozen dataclasses, the single source of the API keywords and the CLI flags.
 
 Each field's metadata says how it is shown to people: ``help`` (the flag's help text), ``choices``,
 ``commands`` (which CLI commands take it: "export", "validate") and ``parse`` (how a flag's text becomes
@@ -11,11 +11,14 @@ CLI shows the flag (``--batch-size 2``) and Python the keyword (``batch_size=2``
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shlex
+import textwrap
 import typing
 from dataclasses import dataclass, field
 
 from .errors import OptionError, ShapeError, option
+from .tasks import POOLED_TASK, TASKS
 
 # Dummy shapes for tracing. Batch 2 and length 16, not 1 and 1: a batch-1 trace can bake the
 # batch into the graph (GPT-2 without a mask fails at batch 2) and a length-1 trace bakes the
@@ -29,19 +32,8 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
 SHAPE_STRATEGIES = ("auto", "dynamic", "buckets", "static")
-TASK_NAMES = (
-    "feature-extraction",
-    "sentence-embedding",
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "causal-lm",
-    "seq2seq-lm",
-    "image-classification",
-    "text-generation",
-)
+# The task registry (tasks/) lists the tasks once; the flag choices come from it.
+TASK_NAMES = tuple(TASKS)
 DTYPES = ("float32", "bfloat16", "float16")
 # optimum's and torch's other spellings of the same dtypes (optimum-cli export onnx --dtype fp16).
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32",
@@ -77,6 +69,30 @@ def shell_words(text: str) -> tuple[str, ...]:
         raise ValueError(f"cannot split {text!r} like a shell would: {e}") from None
 
 
+def shape_list(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1x16,8x128"`` -> ((1, 16), (8, 128)), for --grid."""
+    try:
+        pairs = tuple((int(b), int(n)) for b, n in (x.lower().split("x") for x in text.split(",") if x.strip()))
+    except ValueError:
+        raise ValueError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
+    if any(b < 1 or n < 1 for b, n in pairs):
+        raise ValueError(f"expected positive BATCHxLENGTH pairs like 1x16,8x128, got {text!r}")
+    return pairs
+
+
+def _at_least(least: int):
+    """A flag parser for a count: checked when the command line is read, before torch is imported."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise ValueError(f"expected an integer >= {least}, got {text!r}")
+        return value
+    return parse
+
+
 def optimize_value(text: str):
     """``--optimize`` (True), ``--optimize auto``, ``--optimize=no``: the flag's value as ExportOptions takes it."""
     t = text.strip().lower()
@@ -107,7 +123,7 @@ class ExportOptions:
     """Everything `export` can be told, checked once on construction."""
 
     task: str | None = _opt(None, "task to export (default: inferred from the checkpoint's architectures, "
-                            "or sentence-embedding for a sentence-transformers folder)", choices=TASK_NAMES)
+                            f"or {POOLED_TASK} for a sentence-transformers folder)", choices=TASK_NAMES)
     batch_size: int = _opt(DEFAULT_SHAPES["batch_size"], "batch of the dummy input traced (>= 2 keeps the batch "
                            "axis symbolic; with --static-batch, the fixed batch)")
     sequence_length: int | None = _opt(None, f"length traced (default {DEFAULT_SHAPES['sequence_length']}; "
@@ -174,7 +190,7 @@ class ExportOptions:
     trust_remote_code: bool = _opt(False, "run the model repository's own code (auto_map in config.json)",
                                    commands=("export", "validate"))
     seed: int = _opt(0, "seed of the dummy and validation inputs")
-    max_cache_len: int | None = _opt(None, "text-generation: positions the static KV cache holds, prompt plus new "
+    max_cache_len: int | None = _opt(None, "generation (a KV-cache task): positions the static KV cache holds, prompt plus new "
                                      "tokens (default: the model's positions, at most 2048: the cache is allocated in "
                                      "full and every decode step attends over all of it)")
 
@@ -203,9 +219,9 @@ class ExportOptions:
         if self.static_batch and self.shapes != "static":
             raise ShapeError(f"{option('static_batch', True)} needs {option('shapes', 'static')}: only a static trace "
                              "fixes the batch size")
-        if self.max_cache_len is not None and self.task != "text-generation":
-            raise OptionError(f"{option('max_cache_len')} sizes the KV cache of {option('task', 'text-generation')}; "
-                              f"drop it, or pass {option('task', 'text-generation')}")
+        if self.max_cache_len is not None and not (self.task in TASKS and TASKS[self.task].kv_cache):
+            cached = " or ".join(option("task", name) for name, t in TASKS.items() if t.kv_cache)
+            raise OptionError(f"{option('max_cache_len')} sizes the KV cache of {cached}; drop it, or pass {cached}")
         if self.max_length is not None and self.max_length < 1:
             raise ShapeError(f"max length must be >= 1, got {self.max_length}; pass e.g. {option('max_length', 128)}")
         for name in ("atol", "rtol"):
@@ -349,3 +365,113 @@ def _is(value, kind) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, kind)
+
+
+# -- benchmark -----------------------------------------------------------------------------------------
+
+DEFAULT_GRID: tuple[tuple[int, int], ...] = ((1, 16), (1, 128), (8, 128), (1, 512))
+# bench/variants.ALL_VARIANTS, spelled out so that `hf-torchscript --help` needs no torch
+# (tests/test_bench.py keeps the two equal).
+BENCH_VARIANTS = ("eager", "eager-bf16", "ts-dynamic", "ts-buckets", "ts-static", "ts-frozen", "ts-bf16", "ts-int8",
+                  "ts-int8-aten", "aoti", "aoti-bf16", "torch-compile", "onnxruntime", "onnxruntime-int8")
+
+
+def _model_or_none(text: str):
+    """--accuracy-model: 'none' skips the accuracy pass (the API's False)."""
+    return False if text == "none" else text
+
+
+def _shape_or_none(text: str):
+    """--profile-shape: 8x128, or 'none'."""
+    return None if text == "none" else shape_list(text)[0]
+
+
+def _bench(default, help: str, *, flag: str | None = None, cli_default=None, parse=None, metavar=None, choices=None,
+           cli: bool = True):
+    """A BenchOptions field: ``help`` documents the keyword and the flag; ``cli_default`` is the flag's default
+    where it differs from the keyword's (None: the keyword's default applies)."""
+    meta = {"help": help, "cli": cli}
+    for key, value in (("flag", flag), ("cli_default", cli_default), ("parse", parse), ("metavar", metavar),
+                       ("choices", choices)):
+        if value is not None:
+            meta[key] = tuple(value) if key == "choices" else value
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything ``benchmark`` can be told (besides the model); the API keywords and the ``bench`` flags."""
+
+    task: str | None = _bench(None, "the export task (default: inferred from the checkpoint)", choices=TASK_NAMES)
+    output_dir: object = _bench(None, "where report.json and plot.png go (API default None: not written)",
+                                flag="--out", cli_default="bench-results", metavar="DIR")
+    workdir: object = _bench(None, "where exported artifacts go (default OUT/artifacts); one is reused only if it was "
+                             "exported from the same weights (sha256) with the same options and versions",
+                             metavar="DIR")
+    variants: typing.Sequence[str] | None = _bench(
+        None, "subset of " + ",".join(BENCH_VARIANTS) + " (default: all; comma-separated on the command line; a peer "
+        "whose package is missing is skipped with the reason, and missing packages are listed before anything runs)",
+        parse=name_list, metavar="NAMES")
+    grid: typing.Sequence[tuple[int, int]] = _bench(DEFAULT_GRID, "(batch, length) shapes of the fixed workload "
+                                                    "(default 1x16,1x128,8x128,1x512)", parse=shape_list,
+                                                    metavar="BxL,...")
+    rounds: int = _bench(5, "timed rounds per shape", parse=_at_least(1))
+    warmup: int = _bench(2, "untimed warm-up passes per shape", parse=_at_least(0))
+    mixed_requests: int = _bench(64, "requests in the mixed-length workload (0: skip it)", parse=_at_least(0))
+    mixed_batch: int = _bench(8, "requests per batch in the mixed-length workload", parse=_at_least(1))
+    mixed_rounds: int = _bench(3, "timed rounds of the mixed-length workload", parse=_at_least(1))
+    threads: int = _bench(2, "torch threads for the run (restored afterwards)", parse=_at_least(1))
+    max_length: int | None = _bench(None, "the export's max length (default: the model's)", parse=_at_least(1))
+    accuracy_model: object = _bench(None, "trained model whose variants are checked on real text (default: the "
+                                    "model itself; every variant is built again for it); False (CLI: 'none') skips it",
+                                    parse=_model_or_none, metavar="MODEL")
+    accuracy_task: str | None = _bench(None, "task of the accuracy model", choices=TASK_NAMES)
+    accuracy_sentences: int = _bench(160, "how many real sentences the accuracy pass runs")
+    profile_shape: tuple[int, int] | None = _bench((8, 128), "(batch, length) at which torch.profiler's top ops are "
+                                                   "recorded, or None (CLI: 'none')", parse=_shape_or_none,
+                                                   metavar="BxL")
+    targets: object = _bench(None, "a JSON file of targets to evaluate in this run (the project's: "
+                             "bench/targets.json); default: none", metavar="FILE")
+    seed: int = _bench(0, "seed of the synthetic batches and the sampled request lengths")
+    progress: bool = _bench(True, "progress bars and the missing-packages note on stderr (CLI: -q/--quiet turns "
+                            "them off)", cli=False)
+    description: str | None = _bench(None, "the model's name in the report (default: what was loaded)")
+
+    @classmethod
+    def fields(cls, cli: bool = False) -> list[dataclasses.Field]:
+        """The option fields, optionally only those the ``bench`` command has a flag for."""
+        return [f for f in dataclasses.fields(cls) if not cli or f.metadata["cli"]]
+
+
+def bench_flag(f: dataclasses.Field) -> str:
+    """The ``bench`` flag of a BenchOptions field (``output_dir`` -> ``--out``)."""
+    return f.metadata.get("flag") or flag(f.name)
+
+
+def bench_signature(returns=inspect.Signature.empty) -> inspect.Signature:
+    """``benchmark(model, *, <every BenchOptions field>)``: the signature of hts.benchmark and bench.benchmark."""
+    return inspect.Signature(
+        [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+           for f in BenchOptions.fields())],
+        return_annotation=returns,
+    )
+
+
+def bench_options(function: str, options: dict) -> BenchOptions:
+    """``options`` (keywords) as BenchOptions; an unknown keyword is the TypeError Python gives a plain function."""
+    names = {f.name for f in BenchOptions.fields()}
+    for name in options:
+        if name not in names:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
+    return BenchOptions(**options)
+
+
+def bench_args_doc() -> str:
+    """The ``Args:`` block of benchmark's docstring, from the fields' help."""
+    lines = ["Args:",
+             "    model: a model directory (or cached/bundled id) as accepted by :func:`hf_torchscript.export`."]
+    for f in BenchOptions.fields():
+        lines.append(textwrap.fill(f"{f.name}: {f.metadata['help']}.", 108, initial_indent="    ",
+                                   subsequent_indent="        ", break_on_hyphens=False, break_long_words=False))
+    return "\n".join(lines)

@@ -7,18 +7,19 @@ import os
 import platform
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from . import timing
-from . import workload
+from ..options import DEFAULT_GRID, bench_args_doc, bench_options, bench_signature
+from . import timing, workload
 from .report import BenchmarkReport, evaluate_targets, load_targets
 from .variants import ALL_VARIANTS, EXPORTED, Variant, exported, missing_extras, peer, weights_digest
 
-DEFAULT_GRID: tuple[tuple[int, int], ...] = ((1, 16), (1, 128), (8, 128), (1, 512))
+__all__ = ["DEFAULT_GRID", "Subject", "benchmark"]
 
 
 @dataclass
@@ -40,9 +41,9 @@ class Subject:
     @classmethod
     def load(cls, model, *, task: str | None, max_length: int | None) -> "Subject":
         from ..exporter.backends import get_backend
-        from ..options import ExportOptions
         from ..exporter.prepare import prepare
         from ..exporter.source import load_source
+        from ..options import ExportOptions
 
         src = load_source(model, task=task)
         p = prepare(src, ExportOptions(task=src.task, max_length=max_length), get_backend("torchscript"))
@@ -67,54 +68,16 @@ class Subject:
         return out
 
 
-def benchmark(
-    model,
-    *,
-    task: str | None = None,
-    output_dir=None,
-    workdir=None,
-    variants: Sequence[str] | None = None,
-    grid: Sequence[tuple[int, int]] = DEFAULT_GRID,
-    rounds: int = 5,
-    warmup: int = 2,
-    mixed_requests: int = 64,
-    mixed_batch: int = 8,
-    mixed_rounds: int = 3,
-    threads: int = 2,
-    max_length: int | None = None,
-    accuracy_model=None,
-    accuracy_task: str | None = None,
-    accuracy_sentences: int = 160,
-    profile_shape: tuple[int, int] | None = (8, 128),
-    targets=None,
-    seed: int = 0,
-    progress: bool = True,
-    description: str | None = None,
-) -> BenchmarkReport:
+def benchmark(model, **options) -> BenchmarkReport:
     """Time eager transformers, our exported variants and peers (ONNX Runtime, torch.compile) in one run.
 
     Speed is measured on ``model`` with random token ids at fixed shapes and on a mixed-length
     workload; accuracy (per-row cosine and top-1 vs eager fp32) on real sentences through
     ``accuracy_model`` (default: ``model`` itself), every variant built again for it. Use a
     trained model for accuracy: random weights say nothing about int8 on real activations.
+    The keywords are ``options.BenchOptions``' fields (the ``bench`` command's flags come from them too).
 
-    Args:
-        model: a model directory (or cached/bundled id) as accepted by :func:`hf_torchscript.export`.
-        task: the export task (default: inferred).
-        output_dir: where report.json and plot.png go (None: not written).
-        workdir: where exported artifacts go; one is reused only if it was exported from the same
-            weights (sha256) with the same options and versions.
-        variants: names from ``ALL_VARIANTS`` (default: all; a peer whose package is missing is skipped
-            with the reason, and missing packages are listed before anything runs).
-        grid: (batch, length) shapes of the fixed workload.
-        rounds / warmup: timed rounds and untimed warm-up passes per shape.
-        mixed_requests / mixed_batch / mixed_rounds: the mixed-length workload (0 requests: skip it).
-        threads: torch.set_num_threads for the run (restored afterwards).
-        max_length: the export's max length (default: the model's).
-        accuracy_model / accuracy_task: the model accuracy is measured on (default: ``model``); False skips it.
-        accuracy_sentences: how many real sentences.
-        profile_shape: (batch, length) at which torch.profiler's top ops are recorded, or None.
-        targets: a JSON file of targets to evaluate (e.g. bench/targets.json); None reports none.
+    {args}
 
     Returns:
         BenchmarkReport (also written to ``output_dir`` when given).
@@ -125,6 +88,13 @@ def benchmark(
     Example:
         >>> hts.benchmark("out/bert-dir", output_dir="bench/results", variants=["ts-dynamic", "onnxruntime"])  # doctest: +SKIP
     """
+    o = bench_options("benchmark", options)
+    task, output_dir, workdir, variants, grid = o.task, o.output_dir, o.workdir, o.variants, o.grid
+    rounds, warmup, mixed_requests, mixed_batch, mixed_rounds = (o.rounds, o.warmup, o.mixed_requests, o.mixed_batch,
+                                                                 o.mixed_rounds)
+    threads, max_length, accuracy_model, accuracy_task = o.threads, o.max_length, o.accuracy_model, o.accuracy_task
+    accuracy_sentences, profile_shape, targets, seed = o.accuracy_sentences, o.profile_shape, o.targets, o.seed
+    progress, description = o.progress, o.description
     from ..errors import OptionError, option, require_extra
 
     # Counts first: threads=0 used to fail inside torch ("internal error"), rounds=0 to measure nothing for minutes.
@@ -172,6 +142,12 @@ def benchmark(
     if output_dir is not None:
         report.save(output_dir)
     return report
+
+
+# The keywords are BenchOptions' fields, listed once there: help() and inspect.signature show each with its default.
+benchmark.__signature__ = bench_signature(BenchmarkReport)
+if benchmark.__doc__:  # None under python -OO
+    benchmark.__doc__ = benchmark.__doc__.replace("{args}", textwrap.indent(bench_args_doc(), "    ").strip())
 
 
 def _run(model, task, wanted, workdir: Path, grid, rounds, warmup, mixed_requests, mixed_batch, mixed_rounds,

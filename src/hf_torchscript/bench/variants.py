@@ -101,7 +101,7 @@ def exported(name: str, model, options: dict, workdir: Path, digest: str | None)
         except Exception as e:  # an export that fails is a result to report, not a crash of the whole run
             return Variant(name, desc, skipped=f"export failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
         if digest is not None:
-            (d / "bench_key.json").write_text(json.dumps(dict(key, export_seconds=time.perf_counter() - start),
+            _stamp(d).write_text(json.dumps(dict(key, export_seconds=time.perf_counter() - start),
                                                          sort_keys=True))
     from ..runtime.artifact import load_module
 
@@ -125,7 +125,7 @@ def exported(name: str, model, options: dict, workdir: Path, digest: str | None)
 
 def _reusable(d: Path, key: dict) -> dict | None:
     """The artifact's manifest if it was exported here from the same weights with the same options."""
-    stamp = d / "bench_key.json"
+    stamp = _stamp(d)
     if key["weights_sha256"] is None or not (d / "manifest.json").exists() or not stamp.exists():
         return None
     recorded = json.loads(stamp.read_text())
@@ -135,8 +135,14 @@ def _reusable(d: Path, key: dict) -> dict | None:
     return json.loads((d / "manifest.json").read_text())
 
 
+def _stamp(d: Path) -> Path:
+    """What an artifact was exported from, kept BESIDE it: a file inside would make the directory no longer
+    exactly its manifest's files, and --force (rightly) refuses to replace such a directory."""
+    return d.parent / f"{d.name}.bench_key.json"
+
+
 def _export_seconds(d: Path) -> float | None:
-    stamp = d / "bench_key.json"
+    stamp = _stamp(d)
     return json.loads(stamp.read_text()).get("export_seconds") if stamp.exists() else None
 
 

@@ -1,200 +1,29 @@
 """What the CLI shows: ``run`` results for people (a short text) and for programs (one JSON schema for
 every task), and ``info``'s account of what was checked, each check in its own terms.
 
-The JSON of ``run --json`` (documented in docs/cli.md; the schema name changes if a field changes meaning):
-
-    {"schema": "hf-torchscript/run/1", "artifact": DIR, "task": TASK, "model_type": TYPE,
-     "results": [{"input": {"text": ..., "pair"?: ..., "choices"?: [...]}, "output": {...}}, ...],
-     "similarity": [[...]] | null, "warnings": [...]}
-
-``hf-torchscript serve`` answers POST / with the same document (``run_document``).
-
-``output`` per task: feature-extraction {"tokens", "outputs": {name: {"shape", "data"}}};
-sentence-embedding {"embedding", "dimension", "norm"}; fill-mask {"masks": [[prediction, ...] per mask]};
-text-classification {"label", "score", "scores": {label: p}}; token-classification {"tokens": [{"token",
-"label", "score", "start", "end"}]}; question-answering {"answer", "score", "start", "end"};
-multiple-choice {"choice", "index", "score", "scores"}; causal-lm {"next_tokens": [prediction, ...]};
-seq2seq-lm {"text", "token_ids"}. A prediction is {"token", "token_id", "token_str", "score"}.
-The JSON is strict: a NaN or infinite value is written as null (and counted in "warnings").
+The JSON of ``run --json`` is runtime/document.py's (``run_document``), shared with the servers.
 """
 
 from __future__ import annotations
 
 import json
-import math
-
-import torch
-
-RUN_SCHEMA = "hf-torchscript/run/1"
-_TEXT_WIDTH = 60
 
 
-# -- run: one schema ---------------------------------------------------------------------------------
-
-
-def run_output(task: str, result) -> list[dict]:
-    """The task's Python result (ExportedModel.__call__) as one JSON-ready ``output`` object per input."""
-    if task == "sentence-embedding":
-        return [{"embedding": _floats(row), "dimension": int(row.shape[-1]), "norm": _float(row.norm())}
-                for row in result.float()]
-    if task == "feature-extraction":
-        return [{"tokens": list(r["tokens"]),
-                 "outputs": {k: {"shape": list(v.shape), "data": _floats(v)} for k, v in r.items() if k != "tokens"}}
-                for r in result]
-    if task == "fill-mask":
-        return [{"masks": _plain(per_text)} for per_text in result]
-    if task == "token-classification":
-        return [{"tokens": _plain(tokens)} for tokens in result]
-    if task == "causal-lm":
-        return [{"next_tokens": _plain(preds)} for preds in result]
-    return [_plain(r) for r in result]  # already one flat object per input
-
-
-def generation_output(result: dict) -> dict:
-    """One text-generation result (generation.Generation fields) as a ``run --json`` output object."""
-    return {"text": result["text"], "token_ids": list(result["token_ids"]), "prompt_ids": list(result["prompt_ids"]),
-            "finish_reason": result["finish_reason"], "timings": dict(result["timings"])}
-
-
-def run_document(directory, manifest: dict, inputs: list, outputs: list[dict], *, similarity=None,
-                 warnings: list[str] = ()) -> dict:
-    """The whole ``run --json`` document."""
-    return {
-        "schema": RUN_SCHEMA,
-        "artifact": str(directory),
-        "task": manifest["task"],
-        "model_type": manifest.get("model_type"),
-        "results": [{"input": describe_input(x), "output": o} for x, o in zip(inputs, outputs)],
-        "similarity": None if similarity is None else [_floats(row) for row in similarity],
-        "warnings": list(warnings),
-    }
-
-
-def describe_input(item) -> dict:
-    if isinstance(item, str):
-        return {"text": item}
-    text, second = item
-    return {"text": text, "choices": list(second)} if isinstance(second, (list, tuple)) else {"text": text, "pair": second}
-
-
-def cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
-    e = embeddings.double()
-    e = e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    return (e @ e.T).float()
-
-
-def dumps(doc) -> tuple[str, int]:
-    """Strict JSON (non-finite floats -> null) with lists of numbers on one line; returns (text, nulls written)."""
-    clean, nulls = strict(doc)
-    return _dumps(clean), nulls
-
-
-def strict(doc) -> tuple[object, int]:
-    """``doc`` with every NaN/infinite float replaced by None (valid JSON); returns (doc, how many)."""
-    count = [0]
-    return _finite(doc, count), count[0]
-
-
-def _finite(x, count):
-    if isinstance(x, float) and not math.isfinite(x):
-        count[0] += 1
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v, count) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v, count) for v in x]
-    return x
-
-
-def _dumps(obj, indent: int = 0) -> str:
-    pad = "  " * (indent + 1)
-    if isinstance(obj, dict) and obj:
-        items = [f"{pad}{json.dumps(k)}: {_dumps(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
-    if isinstance(obj, list) and obj and not all(isinstance(x, (int, float)) or x is None for x in obj):
-        items = [pad + _dumps(v, indent + 1) for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
-
-
-def _float(x) -> float:
-    # 9 significant digits read back to the same float32: exact, and shorter than a double's repr.
-    return float(format(float(x), ".9g"))
-
-
-def _floats(t: torch.Tensor):
-    if t.dim() == 0:
-        return _float(t)
-    return [_floats(r) for r in t] if t.dim() > 1 else [_float(v) for v in t.tolist()]
-
-
-def _plain(x):
-    if isinstance(x, torch.Tensor):
-        return _floats(x.float()) if x.is_floating_point() else x.tolist()
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, float):
-        return _float(x)
-    return x
-
-
-# -- run: for people ---------------------------------------------------------------------------------
-
+from ..runtime.document import (  # noqa: F401  (the CLI's run path reads them through display)
+    RUN_SCHEMA, cosine_matrix, describe_input, dumps, generation_output, run_document, run_output, strict,
+)
+from ..tasks import TASKS
+from ..tasks.base import num as _num
+from ..tasks.base import show as _show
+from ..tasks.base import sort_key as _key
 
 def run_text(doc: dict, *, top_k: int = 5) -> str:
     """A short human summary of a ``run_document``: one line (or a few) per input."""
     task, results = doc["task"], doc["results"]
-    n = len(results)
     lines = []
-    if task == "sentence-embedding":
-        dim = results[0]["output"]["dimension"] if results else 0
-        lines.append(f"{n} text{'s' * (n != 1)} -> {dim}-dimensional embeddings (norm, text):")
-        lines += [f"  [{i}] {_num(r['output']['norm'], 4)}  {_show(r['input'])}" for i, r in enumerate(results)]
-    elif task == "feature-extraction":
-        for i, r in enumerate(results):
-            shapes = ", ".join(f"{k} {tuple(v['shape'])}" for k, v in r["output"]["outputs"].items())
-            lines.append(f"[{i}] {len(r['output']['tokens'])} tokens -> {shapes}  {_show(r['input'])}")
-    elif task == "text-classification":
-        for i, r in enumerate(results):
-            o = r["output"]
-            others = sorted(o["scores"].items(), key=lambda kv: -_key(kv[1]))
-            rest = ", ".join(f"{k} {_num(v, 3)}" for k, v in others[1:3])
-            lines.append(f"[{i}] {o['label']} {_num(o['score'], 3)}" + (f" ({rest})" if rest else "")
-                         + f"  {_show(r['input'])}")
-    elif task == "token-classification":
-        for i, r in enumerate(results):
-            tagged = [t for t in r["output"]["tokens"] if t["label"] not in ("O", "LABEL_0")] or r["output"]["tokens"]
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append("    " + (" ".join(f"{t['token']}/{t['label']}" for t in tagged[:20])
-                                   + (f" ... (+{len(tagged) - 20})" if len(tagged) > 20 else "") or "(no tokens)"))
-    elif task == "fill-mask":
-        for i, r in enumerate(results):
-            lines.append(f"[{i}] {_show(r['input'])}")
-            for j, preds in enumerate(r["output"]["masks"]):
-                lines.append(f"    mask {j + 1}: " + ", ".join(f"{p['token_str'] or p['token']} {_num(p['score'], 3)}"
-                                                        for p in preds[:top_k]))
-    elif task == "question-answering":
-        for i, r in enumerate(results):
-            o = r["output"]
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append(f"    answer {json.dumps(o['answer'], ensure_ascii=False)} ({_num(o['score'], 3)}, "
-                         f"characters {o['start']}-{o['end']} of the context)")
-    elif task == "multiple-choice":
-        for i, r in enumerate(results):
-            o = r["output"]
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append(f"    choice {o['index']}: {json.dumps(o['choice'], ensure_ascii=False)} ({_num(o['score'], 3)})")
-    elif task == "causal-lm":
-        for i, r in enumerate(results):
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append("    next: " + ", ".join(f"{json.dumps(p['token_str'], ensure_ascii=False)} {_num(p['score'], 3)}"
-                                             for p in r["output"]["next_tokens"][:top_k]))
-    elif task == "seq2seq-lm":
-        for i, r in enumerate(results):
-            lines.append(f"[{i}] {_show(r['input'])}")
-            lines.append(f"    -> {json.dumps(r['output']['text'], ensure_ascii=False)}")
+    t = TASKS.get(task)
+    if t is not None and t.summary is not None:
+        lines += t.summary(results, top_k)
     else:
         lines += [f"[{i}] {_show(r['input'])}: {json.dumps(r['output'])[:200]}" for i, r in enumerate(results)]
     if doc.get("similarity") is not None:
@@ -216,24 +45,6 @@ def similarity_text(matrix: list[list[float]], full_up_to: int = 10) -> list[str
         j = max((k for k in range(n) if k != i), key=lambda k: _key(row[k]))
         lines.append(f"  [{i}] -> [{j}] {_num(row[j], 3)}")
     return lines
-
-
-def _show(item: dict) -> str:
-    text = item["text"]
-    if "pair" in item:
-        text = f"{text} | {item['pair']}"
-    elif "choices" in item:
-        text = f"{text} | " + " / ".join(item["choices"])
-    text = " ".join(text.split())
-    return text if len(text) <= _TEXT_WIDTH else text[: _TEXT_WIDTH - 3] + "..."
-
-
-def _num(v, digits: int) -> str:
-    return "nan" if v is None else f"{v:.{digits}f}"
-
-
-def _key(v) -> float:
-    return -math.inf if v is None else v
 
 
 # -- info: each check in its own terms -----------------------------------------------------------------

@@ -17,7 +17,8 @@ import warnings
 
 from ..deprecation import QUANTIZED_DEPRECATED
 from ..errors import HFTorchScriptError, OptionError
-from ..options import TASK_NAMES, ExportOptions, flag
+from ..options import BenchOptions, ExportOptions, bench_flag, flag
+from ..tasks import TASKS, task_names
 from ..textinput import check_text
 
 
@@ -48,6 +49,34 @@ def add_option_flags(parser: argparse.ArgumentParser, command: str, *, defaults:
             kw["type"] = _flag_type(meta.get("parse") or (kind if kind in (int, float) else str))
             kw["default"] = f.default if defaults else None
         parser.add_argument(flag(f.name), **kw)
+
+
+def add_bench_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per BenchOptions field (progress aside: -q/--quiet); an absent flag leaves the keyword's default."""
+    hints = typing.get_type_hints(BenchOptions)
+    for f in BenchOptions.fields(cli=True):
+        meta = f.metadata
+        kw: dict = {"help": meta["help"], "dest": f.name, "default": meta.get("cli_default", argparse.SUPPRESS)}
+        for key in ("metavar", "choices"):
+            if key in meta:
+                kw[key] = meta[key]
+        kind = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        kw["type"] = _flag_type(meta.get("parse") or (kind if kind in (int, float) else str))
+        if kind is int and "metavar" not in kw:
+            kw["metavar"] = "N"
+        parser.add_argument(bench_flag(f), **kw)
+
+
+def bench_values(a: argparse.Namespace) -> dict:
+    """The BenchOptions fields the bench flags set (those not given are left to the keywords' defaults)."""
+    return {f.name: getattr(a, f.name) for f in BenchOptions.fields(cli=True) if hasattr(a, f.name)}
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet, the one progress switch of every command; --no-progress stays as a hidden alias (bench and map
+    spelled it so)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
 def _flag_type(parse):
@@ -104,16 +133,6 @@ def cmd_export(a) -> int:
     return 0
 
 
-def _shape_list(text: str) -> tuple[tuple[int, int], ...]:
-    try:
-        pairs = tuple((int(b), int(l)) for b, l in (x.lower().split("x") for x in text.split(",") if x.strip()))
-    except ValueError:
-        raise ValueError(f"expected BATCHxLENGTH pairs like 1x16,8x128, got {text!r}") from None
-    if not pairs or any(b < 1 or n < 1 for b, n in pairs):
-        raise ValueError(f"expected positive BATCHxLENGTH pairs like 1x16,8x128, got {text!r}")
-    return pairs
-
-
 def cmd_bench(a) -> int:
     from ..errors import require_extra
 
@@ -125,25 +144,7 @@ def cmd_bench(a) -> int:
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from ..bench import benchmark
 
-    report = benchmark(
-        a.model,
-        task=a.task,
-        output_dir=a.out,
-        workdir=a.workdir,
-        variants=[v for v in a.variants.split(",") if v] if a.variants else None,
-        **({"grid": a.grid} if a.grid else {}),
-        rounds=a.rounds,
-        warmup=a.warmup,
-        mixed_requests=a.mixed_requests,
-        mixed_batch=a.mixed_batch,
-        mixed_rounds=a.mixed_rounds,
-        threads=a.threads,
-        max_length=a.max_length,
-        accuracy_model=False if a.accuracy_model == "none" else a.accuracy_model,
-        accuracy_task=a.accuracy_task,
-        targets=a.targets,
-        progress=not a.no_progress,
-    )
+    report = benchmark(a.model, progress=not a.quiet, **bench_values(a))
     print(report.table())
     print("wrote " + " and ".join(report.files.values()))
     return 0
@@ -170,20 +171,22 @@ def cmd_run(a) -> int:
         warnings.filterwarnings("ignore", message=QUANTIZED_DEPRECATED)
         model = load(a.output_dir, verify=not a.no_verify, truncation="error" if a.no_truncate else "warn")
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    if model.task == "text-generation":
+    task = TASKS.get(model.task)
+    if getattr(task, "kv_cache", False):
         return _run_generation(a, model, inputs, notes)
     generation_only = [f for f, v in (("--max-new-tokens", a.max_new_tokens), ("--do-sample", a.do_sample),
                                       ("--temperature", a.temperature), ("--top-p", a.top_p), ("--seed", a.seed),
                                       ("--stop", a.stop)) if v]
     if generation_only:
-        raise OptionError(f"{', '.join(generation_only)} apply to text-generation artifacts; {a.output_dir} is a "
-                          f"{model.task} artifact")
+        raise OptionError(f"{', '.join(generation_only)} apply to {' or '.join(task_names('kv_cache'))} artifacts; "
+                          f"{a.output_dir} is a {model.task} artifact")
     a.top_k = 5 if a.top_k is None else a.top_k
-    if a.similarity and model.task != "sentence-embedding":
+    if a.similarity and not getattr(task, "similarity", False):
         raise OptionError(f"--similarity compares sentence embeddings; {a.output_dir} is a {model.task} artifact "
-                          "(export with --task sentence-embedding)")
-    if a.choice and model.task != "multiple-choice":
-        raise OptionError(f"--choice is for multiple-choice artifacts; {a.output_dir} is a {model.task} artifact")
+                          f"(export with --task {' or '.join(task_names('similarity'))})")
+    if a.choice and not getattr(task, "choices", False):
+        raise OptionError(f"--choice is for {' or '.join(task_names('choices'))} artifacts; {a.output_dir} is a "
+                          f"{model.task} artifact")
     outputs, embeddings, nonfinite = [], [], 0
     # Batches of --batch-size texts: many texts (--input) never become one giant padded batch.
     for start in range(0, len(inputs), a.batch_size):
@@ -194,7 +197,7 @@ def cmd_run(a) -> int:
             result = model(chunk, top_k=a.top_k)
         notes += [str(w.message) for w in caught]
         nonfinite += sum(w.message.count for w in caught if isinstance(w.message, NonFiniteOutputWarning))
-        if model.task == "sentence-embedding":
+        if getattr(task, "similarity", False):
             embeddings.append(result)
         outputs += display.run_output(model.task, result)
     similarity = display.cosine_matrix(torch.cat(embeddings)) if a.similarity else None
@@ -233,7 +236,7 @@ def _run_generation(a, model, prompts: list, notes: list) -> int:
     from . import display
 
     if any(not isinstance(p, str) for p in prompts):
-        raise OptionError("text-generation takes plain prompts; --pair and --choice do not apply")
+        raise OptionError(f"{model.task} takes plain prompts; --pair and --choice do not apply")
     kw = dict(max_new_tokens=a.max_new_tokens or 32, do_sample=a.do_sample, temperature=a.temperature or 1.0,
               top_k=a.top_k, top_p=a.top_p, seed=a.seed, stop=tuple(a.stop or ()))
     outputs = []
@@ -445,7 +448,7 @@ def cmd_map(a) -> int:
     report = map_file(a.artifact, a.input, a.output, column=a.column, pair_column=a.pair_column,
                       batch_size=a.batch_size, top_k=a.top_k, use_ray=a.ray, workers=a.workers, threads=a.threads,
                       force=a.force,
-                      progress=not a.no_progress, verify=not a.no_verify)
+                      progress=not a.quiet, verify=not a.no_verify)
     print(report)
     return 0
 
@@ -561,7 +564,7 @@ def _add_serving_commands(sub) -> None:
     m.add_argument("output", metavar="OUTPUT", help="Parquet file: the input columns, the task's outputs, error")
     m.add_argument("--column", default="text", help="the column holding the texts (default text)")
     m.add_argument("--pair-column", default=None, metavar="COLUMN",
-                   help="second text of each row (question-answering: the context)")
+                   help=f"second text of each row ({' / '.join(task_names('pair_required'))}: the context)")
     m.add_argument("--ray", action="store_true", help="run on Ray Data (RAY_ADDRESS, else a local cluster)")
     m.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="with --ray: actors (default: the cluster's CPUs minus one, over --threads)")
@@ -572,7 +575,7 @@ def _add_serving_commands(sub) -> None:
                    help="rows per model call; rows are sorted by length in windows of 8x this (default 32)")
     m.add_argument("--top-k", type=_positive, default=5)
     m.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
-    m.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    add_quiet_flag(m)
     m.add_argument("--no-verify", action="store_true", help="skip the sha256 check of model.pt")
     m.set_defaults(func=cmd_map)
 
@@ -670,35 +673,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("output_dir", metavar="OUTPUT_DIR")
     add_option_flags(e, "export")
     e.add_argument("--force", action="store_true", help="replace an earlier artifact in OUTPUT_DIR")
-    e.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
+    add_quiet_flag(e)
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="time eager transformers vs exported variants (table, JSON, PNG)")
     b.add_argument("model", metavar="MODEL", help="directory with config.json + weights, or a cached/bundled model id")
-    b.add_argument("--task", choices=TASK_NAMES, help="default: inferred from the checkpoint")
-    b.add_argument("--out", default="bench-results", metavar="DIR", help="report.json and plot.png go here")
-    b.add_argument("--workdir", default=None, metavar="DIR", help="exported artifacts (default OUT/artifacts; reused)")
-    # Variant names and the default grid live in bench/; not imported here to keep `--help` free of torch.
-    b.add_argument("--variants", default=None, help="comma-separated subset of eager,eager-bf16,ts-dynamic,"
-                   "ts-buckets,ts-static,ts-frozen,ts-bf16,ts-int8,ts-int8-aten,aoti,aoti-bf16,torch-compile,onnxruntime,"
-                   "onnxruntime-int8 "
-                   "(default: all)")
-    b.add_argument("--grid", type=_flag_type(_shape_list), default=None, metavar="BxL,...",
-                   help="fixed shapes (default 1x16,1x128,8x128,1x512)")
-    # Counts are checked here, before torch is imported (the library checks them again for Python callers).
-    b.add_argument("--rounds", type=_positive, default=5)
-    b.add_argument("--warmup", type=_non_negative, default=2)
-    b.add_argument("--mixed-requests", type=_non_negative, default=64, help="requests in the mixed-length workload (0: skip)")
-    b.add_argument("--mixed-batch", type=_positive, default=8)
-    b.add_argument("--mixed-rounds", type=_positive, default=3)
-    b.add_argument("--threads", type=_positive, default=2)
-    b.add_argument("--max-length", type=_positive, default=None)
-    b.add_argument("--accuracy-model", default=None, metavar="MODEL",
-                   help="trained model whose variants are checked on real text (default: MODEL; 'none': skip)")
-    b.add_argument("--accuracy-task", choices=TASK_NAMES, default=None, help="task of --accuracy-model")
-    b.add_argument("--targets", default=None, metavar="FILE",
-                   help="JSON targets to evaluate in this run (the project's: bench/targets.json); default: none")
-    b.add_argument("--no-progress", action="store_true")
+    add_bench_flags(b)
+    add_quiet_flag(b)
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("run", help="run texts through an artifact; a short summary, or --json (docs/cli.md)")
@@ -710,18 +691,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how --input is read (auto: jsonl for .jsonl/.ndjson files, else text)")
     r.add_argument("--pair", action="append", default=None, help="second text of a pair (QA context), once per TEXT")
     r.add_argument("--choice", action="append", default=None, metavar="TEXT",
-                   help="multiple-choice: one choice (repeat the flag), the same for every TEXT")
+                   help=f"{' / '.join(task_names('choices'))}: one choice (repeat the flag), the same for every TEXT")
     r.add_argument("--top-k", type=int, default=None, help="predictions shown per mask / next token (default 5); "
-                   "text-generation with --do-sample: sample from the K most likely tokens")
+                   "generation with --do-sample: sample from the K most likely tokens")
     r.add_argument("--max-new-tokens", type=_positive, default=None, metavar="N",
-                   help="text-generation: tokens to generate at most (default 32); stops earlier at EOS or a --stop")
-    r.add_argument("--do-sample", action="store_true", help="text-generation: sample instead of greedy decoding")
-    r.add_argument("--temperature", type=float, default=None, help="text-generation with --do-sample (default 1.0)")
-    r.add_argument("--top-p", type=float, default=None, help="text-generation with --do-sample: nucleus sampling")
-    r.add_argument("--seed", type=int, default=None, help="text-generation with --do-sample: the same seed gives "
+                   help="generation: tokens to generate at most (default 32); stops earlier at EOS or a --stop")
+    r.add_argument("--do-sample", action="store_true", help="generation: sample instead of greedy decoding")
+    r.add_argument("--temperature", type=float, default=None, help="generation with --do-sample (default 1.0)")
+    r.add_argument("--top-p", type=float, default=None, help="generation with --do-sample: nucleus sampling")
+    r.add_argument("--seed", type=int, default=None, help="generation with --do-sample: the same seed gives "
                    "the same tokens")
     r.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                   help="text-generation: stop before this text (repeat the flag for several)")
+                   help="generation: stop before this text (repeat the flag for several)")
     r.add_argument("--similarity", action="store_true", help="sentence embeddings: add their cosine similarities")
     r.add_argument("--json", action="store_true", help="the full results as JSON, one schema for every task")
     r.add_argument("-o", "--output", metavar="FILE", help="write the results to FILE instead of stdout")
@@ -740,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", default=None, metavar="MODEL",
                    help="the model the artifact was exported from (default: the one its manifest records, found "
                    "offline)")
-    v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (shown only on a terminal)")
+    add_quiet_flag(v)
     add_option_flags(v, "validate", defaults=False)
     v.set_defaults(func=cmd_validate)
 

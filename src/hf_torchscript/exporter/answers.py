@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..texts import real_sentences, real_text_source
+from ..tasks.base import tie_agree
 
 # The share of real sentences whose answer must stay the same (near-ties counted as agreement), per
 # figure, for every reduced precision. Measured on all-MiniLM-L6-v2 (256 sentences, docs/proof.md):
@@ -51,11 +52,6 @@ def bar(name: str, precision: str) -> float:
     return ANSWER_BARS[name]
 REAL_TEXTS = 256  # sentences measured: 32 from each of the eight books (texts.py)
 BATCH = 64
-QUESTION = "Who is spoken of?"
-_FIGURE = {"sentence-embedding": "nearest neighbour", "feature-extraction": "nearest neighbour",
-           "text-classification": "top-1 label", "token-classification": "per-token label",
-           "question-answering": "answer span", "fill-mask": "top-1 token at mask",
-           "causal-lm": "top-1 next token"}
 
 
 @dataclass
@@ -121,21 +117,6 @@ def sentences(n: int = REAL_TEXTS) -> list[str]:
     return [t for texts in books.values() for t in texts[:per]][:n]
 
 
-def _tie_agree(got: torch.Tensor, ref: torch.Tensor, tie: float, valid: torch.Tensor | None = None):
-    """Rows (last axis = choices) whose argmax equals the reference's, and those that differ only in a near-tie."""
-    got, ref = got.double(), ref.double()
-    if valid is not None:
-        neg = torch.finfo(torch.float64).min
-        got, ref = got.masked_fill(~valid, neg), ref.masked_fill(~valid, neg)
-        lo = ref.masked_fill(~valid, float("inf")).amin(-1)
-    else:
-        lo = ref.amin(-1)
-    gi, ri = got.argmax(-1), ref.argmax(-1)
-    span = (ref.amax(-1) - lo).clamp(min=1e-30)
-    margin = ref.gather(-1, ri[..., None])[..., 0] - ref.gather(-1, gi[..., None])[..., 0]
-    same = gi == ri
-    tie = ~same & (margin <= tie * span)
-    return same, tie
 
 
 def nearest_neighbour(got: torch.Tensor, ref: torch.Tensor, tie: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +129,7 @@ def nearest_neighbour(got: torch.Tensor, ref: torch.Tensor, tie: float) -> tuple
 
     sg, sr = sims(got), sims(ref)
     valid = ~torch.eye(len(got), dtype=torch.bool)
-    return _tie_agree(sg, sr, tie, valid)
+    return tie_agree(sg, sr, tie, valid)
 
 
 def figure_from(name: str, same: torch.Tensor, tie: torch.Tensor, precision: str = "bfloat16") -> Figure:
@@ -171,9 +152,9 @@ def check_answers(p, directory, tolerance, *, n: int = REAL_TEXTS) -> AnswerRepo
     if tolerance.mode != "cosine":
         return not_run("float32: checked to the export's tolerance against the reference, answers cannot differ "
                        "beyond that", precision)
-    task = p.task.name
-    if task not in _FIGURE:
-        return not_run(f"no answer figure for {task} yet (the grid's and the text check's top-1 figures apply)",
+    task = p.task
+    if task.answer_figure is None:
+        return not_run(f"no answer figure for {task.name} yet (the grid's and the text check's top-1 figures apply)",
                        precision)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)
@@ -184,10 +165,8 @@ def check_answers(p, directory, tolerance, *, n: int = REAL_TEXTS) -> AnswerRepo
         return not_run(f"inputs {[s.name for s in p.specs]} do not all come from text", precision)
     texts = sentences(n)
     pairs = None
-    if task == "question-answering":
-        pairs, texts = texts, [QUESTION] * len(texts)
-    elif task == "fill-mask":
-        texts = _masked(texts, (model.manifest.get("tokenizer") or {}).get("mask_token") or "[MASK]")
+    if task.answer_inputs is not None:
+        texts, pairs = task.answer_inputs(texts, model)
     got, ref, masks, ids = [], [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation of a long sentence is what a user gets too
@@ -201,10 +180,10 @@ def check_answers(p, directory, tolerance, *, n: int = REAL_TEXTS) -> AnswerRepo
             masks.append(inputs["attention_mask"].bool())
             ids.append(inputs["input_ids"])
     tie = tolerance.top1_tie
-    name = _FIGURE[task]
+    name = task.answer_figure
     figures = []
-    if task in ("sentence-embedding", "feature-extraction"):
-        key = "sentence_embedding" if task == "sentence-embedding" else "last_hidden_state"
+    if task.answer_agree is None:
+        key = task.answer_embedding
 
         def pooled(outs):
             rows = []
@@ -219,38 +198,10 @@ def check_answers(p, directory, tolerance, *, n: int = REAL_TEXTS) -> AnswerRepo
     else:
         sames, ties = [], []
         for g, r, m, x in zip(got, ref, masks, ids):
-            if task == "text-classification":
-                s, t = _tie_agree(g["logits"], r["logits"], tie)
-            elif task == "token-classification":
-                s, t = _tie_agree(g["logits"][m], r["logits"][m], tie)
-            elif task == "question-answering":
-                s1, t1 = _tie_agree(g["start_logits"], r["start_logits"], tie, m)
-                s2, t2 = _tie_agree(g["end_logits"], r["end_logits"], tie, m)
-                s, t = s1 & s2, (s1 | t1) & (s2 | t2) & ~(s1 & s2)
-            elif task == "fill-mask":
-                where = x == (model.tokenizer.token_to_id(_mask(model)) if _mask(model) else -1)
-                s, t = _tie_agree(g["logits"][where], r["logits"][where], tie)
-            else:  # causal-lm: the token after the last real one
-                last = m.sum(-1) - 1
-                rows = torch.arange(len(last))
-                s, t = _tie_agree(g["logits"][rows, last], r["logits"][rows, last], tie)
+            s, t = task.answer_agree(g, r, m, x, model, tie)
             sames.append(s.reshape(-1))
             ties.append(t.reshape(-1))
         figures.append(figure_from(name, torch.cat(sames), torch.cat(ties), precision))
     src = real_text_source()
     return AnswerReport(ran=True, passed=all(f.passed for f in figures), precision=precision, texts=len(texts),
                         texts_source=f"{src['source']} (texts.py)", figures=figures)
-
-
-def _mask(model) -> str | None:
-    return (model.manifest.get("tokenizer") or {}).get("mask_token")
-
-
-def _masked(texts: list[str], mask: str) -> list[str]:
-    """Each sentence with its middle word masked."""
-    out = []
-    for t in texts:
-        words = t.split()
-        words[len(words) // 2] = mask
-        out.append(" ".join(words))
-    return out

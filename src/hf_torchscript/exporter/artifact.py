@@ -189,7 +189,7 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
     }
     if backend.describe is not None:
         m["neuron"] = backend.describe(opts)
-    if task.name == "seq2seq-lm":
+    if task.generation:
         # What a runtime needs to decode greedily without transformers' generate().
         start = getattr(config, "decoder_start_token_id", None)
         eos = getattr(config, "eos_token_id", None)
@@ -197,7 +197,7 @@ def build_manifest(p, backend, report, shapes_info: dict, tracer_warnings, toler
             "decoder_start_token_id": int(start) if start is not None else p.pad_token_id,
             "eos_token_id": int(eos[0] if isinstance(eos, list) else eos) if eos is not None else None,
         }
-    if p.source.pooling and task.name == "sentence-embedding":
+    if p.source.pooling and task.pooled:
         m["sentence_embedding"] = {"pooling": p.source.pooling["modes"], "normalize": p.source.pooling["normalize"]}
     if p.source.newly_initialized:
         m["newly_initialized_weights"] = p.source.newly_initialized

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import answers, artifact
 from ..runtime.artifact import MODEL_FILES
+from ..tasks import get_task
 from ..runtime import cpu, fusion
 from . import parity
 from . import shapes
@@ -111,7 +112,7 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
                       trust_remote_code=options.trust_remote_code, allow_new_weights=options.allow_new_weights,
                       allow_unused_weights=options.allow_unused_weights,
                       allow_tokenizer_mismatch=options.allow_tokenizer_mismatch)
-    if src.task == "text-generation":  # a static KV cache in the graph, proven against generate (its own flow)
+    if get_task(src.task).kv_cache:  # a static KV cache in the graph, proven against generate (its own flow)
         from .generation import export_generation
 
         return export_generation(src, output_dir, options, force=force, progress=progress, start=start)

@@ -390,10 +390,10 @@ def export_generation(src, output_dir: Path, options, *, force: bool, progress=N
                                   cases=proof["cases"], max_abs_diff=proof["max_abs_diff"],
                                   failures=list(proof["failures"]), note=proof["summary"])
         if not proof["passed"]:
-            hint = ("; AOTInductor on torch 2.13 loses the in-graph cache writes (docs/formats.md, text-generation): "
+            hint = ("; AOTInductor on torch 2.13 loses the in-graph cache writes (docs/formats.md, generation): "
                     f"use {option('backend', 'torchscript')}" if fmt == "aoti-pt2" else "")
             raise ValidationError(
-                f"the exported {fmt} text-generation model does not match transformers generate "
+                f"the exported {fmt} {TASK} model does not match transformers generate "
                 f"({len(proof['failures'])} failures); nothing was written{hint}:\n  - "
                 + "\n  - ".join(proof["failures"][:10]),
                 report,

@@ -260,7 +260,7 @@ def prepare(src: Source, options: ExportOptions, backend) -> Prepared:
     example_a = p.example(B0, L0, options.seed)
     example_b = p.inputs(dims_b, ("full",), seed=1)
 
-    pooling = Pooling(src.pooling["modes"], src.pooling["normalize"]) if task.name == "sentence-embedding" else None
+    pooling = Pooling(src.pooling["modes"], src.pooling["normalize"]) if task.pooled else None
     names = list(task.outputs) if pooling is not None else _output_names(model, task, example_a)
     wrapper = ExportWrapper(model, [s.name for s in specs], names, position_ids_from_mask=arch.decoder, pooling=pooling)
     with torch.no_grad():
@@ -312,7 +312,7 @@ def check_axes(name: str, declared: tuple, shape_a, dims_a: dict, shape_b, dims_
         raise TraceError(
             f"{model} output {name} has shape {tuple(shape_a)} for inputs {dims_a} and {tuple(shape_b)} for {dims_b}, "
             f"but task {task} declares axes ({', '.join(map(str, declared))}); this model does not fit the task: "
-            "export another task, or register its outputs in hf_torchscript/tasks.py"
+            "export another task, or register its outputs in its module under hf_torchscript/tasks/"
         )
     return tuple(axes)
 
@@ -399,7 +399,7 @@ def resolve_max_length(arch: Architecture, src: Source, opts: ExportOptions) -> 
     tok_max = getattr(src.tokenizer, "model_max_length", None) if src.tokenizer is not None else None
     if tok_max and tok_max < 1_000_000:
         limits.append(int(tok_max))
-    if src.task == "sentence-embedding" and src.pooling and src.pooling.get("max_seq_length"):
+    if get_task(src.task).pooled and src.pooling and src.pooling.get("max_seq_length"):
         limits.append(int(src.pooling["max_seq_length"]))  # what sentence-transformers' encode truncates to
     natural = min(limits) if limits else FALLBACK_MAX_LENGTH
     if opts.max_length is None:

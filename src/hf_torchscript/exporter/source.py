@@ -19,7 +19,7 @@ from pathlib import Path
 from ..architectures import check_task, get_architecture
 from ..compat import from_pretrained_kwargs
 from ..errors import ConsistencyError, SourceError, UnsupportedModelError, option
-from ..tasks import get_task, infer_task
+from ..tasks import BASE_TASK, POOLED_TASK, get_task, infer_task
 from . import consistency
 
 # Hub ids of models that an installed package ships (module name, attribute holding the folder): the
@@ -244,7 +244,7 @@ def read_pooling(path: Path) -> dict | None:
     modules_file = path / "modules.json"
     if not modules_file.is_file():
         return None
-    fix = f"fix it, or remove modules.json to export the plain transformer ({option('task', 'feature-extraction')})"
+    fix = f"fix it, or remove modules.json to export the plain transformer ({option('task', BASE_TASK)})"
     modules = read_json_file(modules_file, list, fix)
     pooling = None
     normalize = False
@@ -284,7 +284,7 @@ def read_pooling(path: Path) -> dict | None:
         else:
             raise UnsupportedModelError(
                 f"sentence-transformers module {m.get('type')!r} in {modules_file} is not supported; "
-                f"supported after the Transformer: Pooling, Normalize (export {option('task', 'feature-extraction')} instead)"
+                f"supported after the Transformer: Pooling, Normalize (export {option('task', BASE_TASK)} instead)"
             )
     if pooling is None:
         return None
@@ -333,10 +333,10 @@ def load_source(
     arch = get_architecture(model_type)
     pooling = read_pooling(path)
     if task is None:
-        task = "sentence-embedding" if pooling else infer_task(raw.get("architectures"))
+        task = POOLED_TASK if pooling else infer_task(raw.get("architectures"))
     get_task(task)
     check_task(arch, task)
-    if task == "sentence-embedding" and pooling is None:
+    if get_task(task).pooled and pooling is None:
         pooling = {"modes": ["mean"], "normalize": False, "max_seq_length": None}
     weights = _weights_format(path, allow_pickle)
     artifact_size_estimate(path)  # damaged safetensors fail here with one line, not inside transformers
@@ -386,7 +386,7 @@ def load_source(
         raise SourceError(_new_weights_message(path, task, new, raw, pooling))
     consistency.check_finite(loaded, repr(str(path)))
     mismatches = consistency.tokenizer_mismatches(tok, loaded, loaded.config, raw_config=raw, path=path,
-                                                  pooling=pooling if task == "sentence-embedding" else None)
+                                                  pooling=pooling if get_task(task).pooled else None)
     if mismatches and not allow_tokenizer_mismatch:
         raise ConsistencyError(consistency.tokenizer_message(path, mismatches))
     return Source(
@@ -493,12 +493,12 @@ def carried_tasks(raw_config: dict, pooling: dict | None) -> list[str]:
     """The tasks whose weights a checkpoint holds: its own head (config.architectures) and the base model's."""
     tasks = []
     if pooling:
-        tasks.append("sentence-embedding")
+        tasks.append(POOLED_TASK)
     own = infer_task(raw_config.get("architectures"))
     if own not in tasks:
         tasks.append(own)
-    if "feature-extraction" not in tasks:
-        tasks.append("feature-extraction")
+    if BASE_TASK not in tasks:
+        tasks.append(BASE_TASK)
     return tasks
 
 
@@ -553,5 +553,5 @@ def _in_memory(model, *, task, tokenizer) -> Source:
         tokenizer=tokenizer,
         description=f"<in-memory {type(model).__name__}>",
         weights="in-memory",
-        pooling={"modes": ["mean"], "normalize": False, "max_seq_length": None} if task == "sentence-embedding" else None,
+        pooling={"modes": ["mean"], "normalize": False, "max_seq_length": None} if get_task(task).pooled else None,
     )

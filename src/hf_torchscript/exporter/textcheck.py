@@ -28,50 +28,12 @@ from pathlib import Path
 
 import torch
 
+from ..tasks.base import single_texts
 from .parity import Tolerance, compare_inputs
 
-# Texts every task sees (a long one, over the max length, is added per artifact: _long_words).
-SINGLES = (
-    "Hi",
-    "A man is eating food.",
-    "The sky is blue over the city by the river tonight, and the music plays.",
-    "Wait... what?! No way -- that's (really) \"surprising\"; isn't it? #1 @home 100%",
-    "Crème brûlée, naïve café in São Paulo, Zürich; résumé à la carte.",
-    "東京は日本の首都です。北京是中国的首都。서울은 한국의 수도입니다.",
-    "I love pizza 🍕🍕 and rockets 🚀! Great job 👍🏽 😂",
-    "   leading and trailing spaces,\ttabs\nand newlines   ",
-    "UPPER lower MiXeD 12345 3.14159 e=mc^2",
-    "Jim Henson was a puppeteer who created the Muppets. " * 4,
-)
-PAIRS = (
-    ("A man is eating food.", "A man is eating a piece of bread."),
-    ("Is the sky blue?", "The sky is blue today, isn't it? ☀️"),
-    ("Où est la gare ?", "La gare est à côté du café."),
-)
-QUESTIONS = (
-    ("Who was Jim Henson?", "Jim Henson was a puppeteer who created the Muppets."),
-    ("What is the capital of France?", "Paris is the capital and largest city of France."),
-    ("Où est la gare ?", "La gare est à côté du café, près de la rivière."),
-    ("首都はどこですか？", "東京は日本の首都です。"),
-    ("What did he eat?", "He ate pizza 🍕 and drank coffee ☕ at noon!"),
-    ("?", "!"),
-)
-FILL_MASK = (
-    "Paris is the {mask} of France.",
-    "The man worked as a {mask}.",
-    "Hello, my dog is {mask}!",
-    "Crème brûlée is a French {mask}.",
-    "東京は日本の{mask}です。",
-    "I love pizza 🍕 and {mask} 🚀!",
-    "Wait... what?! {mask} -- that's (really) \"surprising\".",
-    "{mask} {mask} two masks in one text.",
-    "{mask}",
-)
-CHOICES = (
-    ("The man went to the bakery to buy", ("bread.", "a car.", "the sky.", "happiness!")),
-    ("Crème brûlée is a", ("dessert.", "city.", "river.", "book 📚.")),
-    ("東京は", ("日本の首都です。", "川です。", "本です。", "犬です。")),
-)
+# The built-in texts live with their tasks (tasks/base.SINGLES for every text task; pairs, questions,
+# masked texts and choices in their task's module), each task's ``check_items`` picks its own.
+
 # Words repeated into the text that must exceed the max length (every word is at least one token).
 LONG_WORDS = "the city by the river reads a book and the dog runs fast".split()
 SEQ2SEQ_STEPS = 8  # greedy tokens compared per text
@@ -168,7 +130,7 @@ class _Run:
 
     def __init__(self, p, model, naive, tolerance: Tolerance):
         self.p, self.model, self.naive, self.tol = p, model, naive, tolerance
-        self.task = p.task.name
+        self.task = p.task
         self.L = int(model.max_length)
         self.hf = p.source.tokenizer
         self.failures: list[str] = []
@@ -185,18 +147,8 @@ class _Run:
         return (head + " " if head else "") + " ".join(words)
 
     def items(self) -> list:
-        """The inputs of this task: strings, (text, text_pair) tuples, or (prompt, [choices])."""
-        if self.task == "fill-mask":
-            mask = self.mask_token()
-            return [t.format(mask=mask) for t in FILL_MASK] + [self.long_text(f"Paris is the {mask} of France.")]
-        if self.task == "question-answering":
-            return list(QUESTIONS) + [("Who reads a book?", self.long_text())]
-        if self.task == "multiple-choice":
-            return [(q, list(c)) for q, c in CHOICES] + [(self.long_text(), ["bread.", "a car.", "the sky.", "yes"])]
-        singles = list(SINGLES) + [self.long_text()]
-        if self.task == "text-classification":
-            return singles + list(PAIRS)
-        return singles
+        """The inputs of this task (its ``check_items``): strings, (text, text_pair) tuples, or (prompt, [choices])."""
+        return (self.task.check_items or single_texts)(self)
 
     def mask_token(self) -> str:
         tok = getattr(self.hf, "mask_token", None) or (self.model.manifest.get("tokenizer") or {}).get("mask_token")
@@ -206,12 +158,12 @@ class _Run:
 
     def check(self) -> TextReport:
         items = self.items()
-        flat = [(q, c) for q, cs in items for c in cs] if self.task == "multiple-choice" else items
+        flat = [(q, c) for q, cs in items for c in cs] if self.task.choices else items
         naive = self.naive.encode_batch(flat)
         ref_rows, ids_note = self.reference_ids(flat, naive)
         got_inputs = self.pack([(e.ids, e.attention_mask, e.type_ids) for e in naive])
         ref_inputs = self.pack(ref_rows)
-        if self.task == "multiple-choice":
+        if self.task.choices:
             n = len(items)
             got_inputs = {k: v.reshape(n, -1, v.shape[-1]) for k, v in got_inputs.items()}
             ref_inputs = {k: v.reshape(n, -1, v.shape[-1]) for k, v in ref_inputs.items()}
@@ -229,11 +181,11 @@ class _Run:
                 st = None
         if st is not None:
             reference = f"sentence-transformers {st[1]} SentenceTransformer.encode"
-        elif self.task == "sentence-embedding":
+        elif self.task.pooled:
             reference = "the eager transformers model with the same pooling (" + self.no_st_reason() + ")"
         else:
             reference = f"the eager fp32 {type(self.p.source.model).__name__} (transformers)"
-        if self.task == "seq2seq-lm":
+        if self.task.generation:
             self.add_decoder(got_inputs, ref_inputs)
 
         if st is None and any(got_inputs[k].shape != v.shape for k, v in ref_inputs.items()):
@@ -319,8 +271,8 @@ class _Run:
     # -- references ------------------------------------------------------------------------------
 
     def sentence_transformers(self):
-        """(SentenceTransformer on the source folder, its version) for sentence-embedding, else None."""
-        if self.task != "sentence-embedding" or self.p.source.path is None or self.p.source.newly_initialized:
+        """(SentenceTransformer on the source folder, its version) for a pooled task, else None."""
+        if not self.task.pooled or self.p.source.path is None or self.p.source.newly_initialized:
             return None
         try:
             import sentence_transformers
@@ -380,52 +332,9 @@ class _Run:
             )
 
     def compare_task(self, got: dict, ref: dict, inputs: dict, labels: list) -> None:
-        mask = inputs["attention_mask"].bool()
-        task = self.task
-        if task in ("text-classification", "multiple-choice"):
-            what = "label" if task == "text-classification" else "choice"
-            self.top1(got["logits"], ref["logits"], labels, f"top-1 {what}", self.label_name if what == "label" else str)
-        elif task == "causal-lm":
-            last = mask.sum(-1) - 1  # right padded: the last real token predicts the next one
-            rows = torch.arange(len(labels))
-            self.top1(got["logits"][rows, last], ref["logits"][rows, last], labels, "top-1 next token", self.token_name)
-        elif task == "fill-mask":
-            mask_id = self.naive.token_to_id(self.mask_token())
-            where = (inputs["input_ids"] == mask_id).nonzero().tolist() if mask_id is not None else []
-            if not where:
-                self.failures.append(f"no text holds the mask token {self.mask_token()!r} after tokenization: "
-                                     "the fill-mask check compared nothing")
-                return
-            g = torch.stack([got["logits"][b, j] for b, j in where])
-            r = torch.stack([ref["logits"][b, j] for b, j in where])
-            self.top1(g, r, [f"{labels[b]} mask at token {j}" for b, j in where], "top-1 token at mask", self.token_name)
-        elif task == "token-classification":
-            where = mask.nonzero().tolist()
-            g = torch.stack([got["logits"][b, j] for b, j in where])
-            r = torch.stack([ref["logits"][b, j] for b, j in where])
-            self.top1(g, r, [f"{labels[b]} token {j}" for b, j in where], "per-token top-1 label", self.label_name)
-        elif task == "question-answering":
-            for side in ("start", "end"):
-                name = f"{side}_logits"
-                neg = torch.finfo(torch.float32).min
-                g, r = got[name].float().masked_fill(~mask, neg), ref[name].float().masked_fill(~mask, neg)
-                self.top1(g, r, labels, f"answer {side}", str, valid=mask)
-        elif task == "seq2seq-lm":
-            logits_g, logits_r = got["logits"], ref["logits"]
-            n, T = logits_g.shape[:2]
-            self.top1(logits_g.reshape(n * T, -1), logits_r.reshape(n * T, -1),
-                      [f"{labels[b]} step {t}" for b in range(n) for t in range(T)], "greedy tokens", self.token_name)
-        elif task in ("feature-extraction", "sentence-embedding"):
-            for o in self.p.outputs:
-                g, r = got[o.name].float(), ref[o.name].float()
-                if "sequence_length" in o.shape:
-                    where = mask.nonzero().tolist()
-                    g = torch.stack([g[b, j] for b, j in where])
-                    r = torch.stack([r[b, j] for b, j in where])
-                    row_labels = [f"{labels[b]} token {j}" for b, j in where]
-                else:
-                    row_labels = labels
-                self.cosine(g, r, row_labels, o.name)
+        """The task-level comparison its module declares (``check_compare``: top-1 labels, spans, cosine ...)."""
+        if self.task.check_compare is not None:
+            self.task.check_compare(self, got, ref, inputs, labels)
 
     @staticmethod
     def encode(st, items: list) -> torch.Tensor:

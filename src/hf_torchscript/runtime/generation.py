@@ -25,8 +25,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..errors import InputError, option
+from ..tasks.text_generation import TEXT_GENERATION
 
-TASK = "text-generation"
+TASK = TEXT_GENERATION.name
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from ..errors import OptionError, require_extra
+from ..tasks import TASKS
 
 # TEI's error types, and the status each is answered with (TEI's own mapping, plus 408 for a stalled body).
 _STATUS = {"validation": 413, "empty": 400, "tokenizer": 422, "overloaded": 429, "unhealthy": 503, "backend": 500,
            "timeout": 408, "not_found": 404, "method": 405}
 
 # Which routes each task serves, besides /, /tokenize, /decode, /info, /health, /metrics.
+# Keyed by the task's ``tei`` kind (tasks/base.Task): the task says what it is, the server what that kind gets.
 ROUTES = {
-    "sentence-embedding": ("/embed", "/v1/embeddings", "/similarity"),
-    "feature-extraction": ("/embed_all",),
-    "text-classification": ("/predict", "/rerank"),
+    "embed": ("/embed", "/v1/embeddings", "/similarity"),
+    "embed_all": ("/embed_all",),
+    "classify": ("/predict", "/rerank"),
 }
+
+
+def _tei(task: str | None) -> str | None:
+    """The TEI kind of a task name (None for a task the TEI routes do not serve, or an unknown one)."""
+    return TASKS[task].tei if task in TASKS else None
 _RUN_FIELDS = ("texts", "pairs", "top_k", "similarity")
 KEEP_ALIVE_S = 30
 
@@ -136,7 +143,7 @@ class Engine:
         self.plain.no_padding()
         self.plain.no_truncation()
         self.labels = None
-        if self.task == "text-classification":
+        if _tei(self.task) == "classify":
             n = int(self.manifest["outputs"][0]["shape"][-1]) if isinstance(
                 self.manifest["outputs"][0]["shape"][-1], int) else None
             id2label = self.manifest.get("id2label") or {}
@@ -256,7 +263,7 @@ class Engine:
     async def run_document(self, job: dict) -> dict:
         """``run --json``'s document for a {"texts": [...]} request (any task the runtime answers for text)."""
         def work():
-            from ..cli import display  # run --json's document: its one definition lives with the CLI
+            from ..runtime import document as display  # run --json's document, shared with the CLI
             from ..runtime import postprocess
             from ..runtime.model import TruncationWarning
 
@@ -421,7 +428,7 @@ class Server:
         from starlette.routing import Route
 
         self.engine = engine
-        task_routes = set(ROUTES.get(engine.task, ()))
+        task_routes = set(ROUTES.get(_tei(engine.task), ()))
         posts = {"/embed": self.embed, "/embed_all": self.embed_all, "/v1/embeddings": self.openai_embeddings,
                  "/similarity": self.similarity, "/predict": self.predict, "/rerank": self.rerank}
         routes = [Route("/", self._wrap("/", self.root), methods=["POST"]),
@@ -542,7 +549,7 @@ class Server:
 
     def _not_for_task(self, path: str):
         async def handler(data, timing):
-            serves = [t for t, r in ROUTES.items() if path in r]
+            serves = [name for name, task in TASKS.items() if path in ROUTES.get(task.tei, ())]
             raise RequestError(f"{path} answers {' or '.join(serves)} models; this artifact is {self.engine.task} "
                                f"(GET /info says what it serves)", "validation", 400)
         return handler
@@ -692,7 +699,7 @@ class Server:
         body = self._object(data)
         _unknown(body, ("query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"))
         if len(self.engine.labels) != 1:
-            raise RequestError(f"/rerank needs a cross-encoder (a text-classification model with one label); this one "
+            raise RequestError(f"/rerank needs a cross-encoder (a {' or '.join(n for n, t in TASKS.items() if t.tei == 'classify')} model with one label); this one "
                                f"has {len(self.engine.labels)} labels: use /predict with [query, text] pairs",
                                "validation", 400)
         if "query" not in body or "texts" not in body:
@@ -762,11 +769,11 @@ class Server:
         from ..version import __version__
 
         e = self.engine
-        if e.task == "text-classification":
+        if _tei(e.task) == "classify":
             labels = {str(i): lab for i, lab in enumerate(e.labels)}
             kind = {"reranker" if len(e.labels) == 1 else "classifier":
                     {"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}}
-        elif e.task == "sentence-embedding":
+        elif _tei(e.task) == "embed":
             pooling = (e.manifest.get("sentence_embedding") or {}).get("pooling") or ["mean"]
             kind = {"embedding": {"pooling": pooling[0]}}
         else:
@@ -779,7 +786,7 @@ class Server:
                 "max_client_batch_size": opts.max_client_batch_size, "auto_truncate": opts.auto_truncate,
                 "tokenization_workers": 1, "version": __version__, "sha": None, "docker_label": None,
                 "task": e.task, "artifact": e.artifact, "model_type_hf": e.manifest.get("model_type"),
-                "routes": sorted(ROUTES.get(e.task, ())), "options": asdict(opts)}, {}
+                "routes": sorted(ROUTES.get(_tei(e.task), ())), "options": asdict(opts)}, {}
 
     async def health(self):
         e = self.engine
@@ -802,16 +809,17 @@ class Server:
             raise RequestError('send {"inputs": ...} (TEI\'s shape) or {"texts": [...]} (`run --json`\'s)',
                                "validation", 400)
         task, inp = self.engine.task, body["inputs"]
+        kind = _tei(task)
         params = body.get("parameters") or {}
         if not isinstance(params, dict):
             raise RequestError(f'"parameters" must be an object, got a JSON {_kind(params)}', "validation", 400)
-        if task == "sentence-embedding":
+        if kind == "embed":
             if isinstance(inp, dict):
                 return await self.similarity(body, timing)
             return await self.embed({k: v for k, v in body.items() if k != "parameters"} | params, timing)
-        if task == "feature-extraction":
+        if kind == "embed_all":
             return await self.embed_all({k: v for k, v in body.items() if k != "parameters"} | params, timing)
-        if task == "text-classification":
+        if kind == "classify":
             _unknown(body, ("inputs", "parameters", "truncate"))
             _unknown(params, ("top_k", "function_to_apply", "truncate"))
             top_k = params.get("top_k")
@@ -845,7 +853,7 @@ class Server:
             raise RequestError(f'"top_k" must be an integer from 1 to 1000, got {json.dumps(top_k)[:50]}',
                                "validation", 400)
         similarity = _flag(body, "similarity", False)
-        if similarity and self.engine.task != "sentence-embedding":
+        if similarity and _tei(self.engine.task) != "embed":
             raise RequestError(f'"similarity" compares sentence embeddings; this artifact is {self.engine.task}',
                                "validation", 400)
         inputs = list(zip(texts, pairs)) if pairs is not None else texts
@@ -915,7 +923,7 @@ def check_servable(manifest: dict, directory) -> None:
     if not manifest.get("tokenizer"):
         raise OptionError(f"{directory} ({task}) has no tokenizer; the server takes texts: re-export it from a model "
                           "directory that has one")
-    if task in ("multiple-choice", "image-classification"):
+    if task in TASKS and not TASKS[task].plain_texts:
         raise OptionError(f"{directory} is {task}, which does not take plain texts; the server answers text tasks")
 
 

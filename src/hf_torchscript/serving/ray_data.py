@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import ArtifactError, InputError, OptionError, option, require_extra
+from ..tasks import TASKS, task_names
 from ..textinput import text_problem
 
 ERROR_COLUMN = "error"
@@ -35,7 +36,6 @@ SORT_WINDOW = 8
 # The JSONL reader puts here why it could not keep a record's text (not valid JSON, a number ...);
 # Predictor turns it into that row's error and drops the column.
 _INPUT_ERROR_COLUMN = "__hts_input_error"
-_PAIR_TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "question-answering")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet",
            ".csv": "csv"}
 
@@ -78,24 +78,23 @@ class Predictor:
             raise OptionError(f"top_k must be a positive integer, got {top_k!r}")
         self.model = load(artifact, verify=verify, truncation=truncation)
         self.task = self.model.task
-        if self.task not in _COLUMNS:
-            raise OptionError(
-                f"task {self.task!r} does not take one text per row; map supports {', '.join(sorted(_COLUMNS))}"
-            )
+        task = TASKS.get(self.task)
+        if task is None or task.columns is None:
+            supported = ", ".join(sorted(task_names("columns")))
+            raise OptionError(f"task {self.task!r} does not take one text per row; map supports {supported}")
         if self.model.tokenizer is None:
             raise ArtifactError(f"{artifact} has no tokenizer (exported from an in-memory model without tokenizer=); "
                                 "map needs one to turn texts into token ids")
-        if pair_column is not None and self.task not in _PAIR_TASKS:
+        if pair_column is not None and not task.pairs:
             raise OptionError(f"task {self.task!r} takes single texts; drop the pair column "
-                              f"(pairs work for {', '.join(_PAIR_TASKS)})")
-        if self.task == "question-answering" and pair_column is None:
-            raise OptionError("question-answering needs a pair column holding each question's context "
-                              "(pair_column=..., --pair-column)")
+                              f"(pairs work for {', '.join(task_names('pairs'))})")
+        if task.pair_required and pair_column is None:
+            raise OptionError(f"{self.task} needs {task.pair_required} (pair_column=..., --pair-column)")
         self.column, self.pair_column = column, pair_column
         self.batch_size, self.top_k, self.threads = batch_size, top_k, threads
-        self._fields = _COLUMNS[self.task](self.model)
+        self._fields = task.columns(self.model)  # the task's output columns (its module under tasks/)
         mask = (self.model.manifest.get("tokenizer") or {}).get("mask_token")
-        self._mask = (mask, self.model.tokenizer.token_to_id(mask)) if self.task == "fill-mask" and mask else None
+        self._mask = (mask, self.model.tokenizer.token_to_id(mask)) if task.needs_mask and mask else None
 
     def output_schema(self):
         """The columns added to every batch: the task's outputs, then ``error``."""
@@ -206,127 +205,6 @@ def _row_error(value, column: str) -> str | None:
         return f"column {column!r} is empty"
     why = text_problem(value)  # a JSON "\ud800" escape gives a lone surrogate, which tokenizers refuse
     return f"column {column!r} {why}" if why else None
-
-
-# -- output columns per task: (name, pyarrow type or a function of all rows, value from one row) -------
-
-def _dtype(name: str):
-    import pyarrow as pa
-
-    return {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
-            "bool": pa.bool_()}.get(name, pa.float32())  # float16/bfloat16 widen exactly to float32
-
-
-def _tensor_type(spec: dict, drop: int = 1):
-    """Arrow type of one row of a manifest output: fixed-size lists for numbered axes, lists for symbolic ones."""
-    import pyarrow as pa
-
-    t = _dtype(spec["dtype"])
-    for dim in reversed(spec["shape"][drop:]):
-        t = pa.list_(t, dim) if isinstance(dim, int) else pa.list_(t)
-    return t
-
-
-def _vector_column(name: str, dim: int, dtype: str):
-    """A (rows, dim) float column built from numpy, not Python floats (embeddings are most of the data)."""
-
-    def build(results):
-        import numpy as np
-        import pyarrow as pa
-
-        arr = np.zeros((len(results), dim), dtype=np.float32 if dtype != "float64" else np.float64)
-        missing = []
-        for i, r in enumerate(results):
-            if r is None:
-                missing.append(True)
-            else:
-                t = r[name] if isinstance(r, dict) else r
-                arr[i] = (t.double() if dtype == "float64" else t.float()).numpy()
-                missing.append(False)
-        return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), dim, mask=pa.array(missing))
-
-    import pyarrow as pa
-
-    build.arrow_type = pa.list_(pa.float64() if dtype == "float64" else pa.float32(), dim)
-    return build
-
-
-def _sentence_embedding_columns(model):
-    spec = model.manifest["outputs"][0]
-    return [("sentence_embedding", _vector_column(None, spec["shape"][-1], spec["dtype"]), None)]
-
-
-def _feature_extraction_columns(model):
-    import pyarrow as pa
-
-    cols = [("tokens", pa.list_(pa.string()), lambda r: r["tokens"])]
-    for spec in model.manifest["outputs"]:
-        name = spec["name"]
-        if len(spec["shape"]) == 2 and isinstance(spec["shape"][1], int):
-            cols.append((name, _vector_column(name, spec["shape"][1], spec["dtype"]), None))
-        else:
-            cols.append((name, _tensor_type(spec), lambda r, name=name: r[name].tolist()))
-    return cols
-
-
-def _token_struct():
-    import pyarrow as pa
-
-    return pa.struct([("token", pa.string()), ("token_id", pa.int64()), ("token_str", pa.string()),
-                      ("score", pa.float64())])
-
-
-def _text_classification_columns(model):
-    import pyarrow as pa
-
-    return [("label", pa.string(), lambda r: r["label"]), ("score", pa.float64(), lambda r: r["score"]),
-            ("scores", pa.map_(pa.string(), pa.float64()), lambda r: list(r["scores"].items()))]
-
-
-def _token_classification_columns(model):
-    import pyarrow as pa
-
-    item = pa.struct([("token", pa.string()), ("label", pa.string()), ("score", pa.float64()),
-                      ("start", pa.int64()), ("end", pa.int64())])
-    return [("token_labels", pa.list_(item), lambda r: r)]
-
-
-def _question_answering_columns(model):
-    import pyarrow as pa
-
-    return [("answer", pa.string(), lambda r: r["answer"]), ("score", pa.float64(), lambda r: r["score"]),
-            ("start", pa.int64(), lambda r: r["start"]), ("end", pa.int64(), lambda r: r["end"])]
-
-
-def _fill_mask_columns(model):
-    import pyarrow as pa
-
-    return [("predictions", pa.list_(pa.list_(_token_struct())), lambda r: r)]
-
-
-def _causal_lm_columns(model):
-    import pyarrow as pa
-
-    return [("predictions", pa.list_(_token_struct()), lambda r: r)]
-
-
-def _seq2seq_lm_columns(model):
-    import pyarrow as pa
-
-    return [("generated_text", pa.string(), lambda r: r["text"]),
-            ("generated_token_ids", pa.list_(pa.int64()), lambda r: r["token_ids"])]
-
-
-_COLUMNS = {
-    "feature-extraction": _feature_extraction_columns,
-    "sentence-embedding": _sentence_embedding_columns,
-    "text-classification": _text_classification_columns,
-    "token-classification": _token_classification_columns,
-    "question-answering": _question_answering_columns,
-    "fill-mask": _fill_mask_columns,
-    "causal-lm": _causal_lm_columns,
-    "seq2seq-lm": _seq2seq_lm_columns,
-}
 
 
 # -- reading JSONL ourselves: pyarrow's JSON reader fails the whole file on one number in a text column --

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import HFTorchScriptError, InputError, OptionError, require_extra
+from ..tasks import TASKS
 
 _FIELDS = ("texts", "pairs", "top_k", "similarity")
 
@@ -168,10 +169,10 @@ class TextModelServer:
 
     def answer(self, job: _Job, result) -> dict:
         """One job's answer: the document `hf-torchscript run --json` prints for its texts (strict JSON)."""
-        from ..cli import display
+        from ..runtime import document as display
 
         task = self.model.task
-        if job.similarity and task != "sentence-embedding":
+        if job.similarity and not getattr(TASKS.get(task), "similarity", False):
             return InputError(f'"similarity" compares sentence embeddings; this artifact is {task}')
         similarity = display.cosine_matrix(result) if job.similarity else None
         doc = display.run_document(self.artifact, self.model.manifest, job.inputs, display.run_output(task, result),
@@ -183,7 +184,8 @@ class TextModelServer:
 
 
 def _check_servable(manifest: dict) -> None:
-    if not manifest.get("tokenizer") or manifest["task"] in ("multiple-choice", "image-classification"):
+    task = TASKS.get(manifest["task"])
+    if not manifest.get("tokenizer") or (task is not None and not task.plain_texts):
         raise OptionError(f"serve takes texts; this artifact ({manifest['task']}) "
                           + ("has no tokenizer" if not manifest.get("tokenizer") else "does not take plain texts"))
 

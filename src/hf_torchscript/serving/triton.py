@@ -28,12 +28,13 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import ArtifactError, OptionError, option, require_extra
+from ..tasks import TASKS
 
 BATCH_AXIS = "batch_size"
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
           "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_TEMPLATE = Path(__file__).parent / "data" / "triton_tokenizer_model.py"
+_TEMPLATE = Path(__file__).parent.parent / "data" / "triton_tokenizer_model.py"  # the package's data/
 
 
 @dataclass
@@ -152,9 +153,10 @@ def _check_tokenizer_inputs(manifest: dict) -> None:
     if not manifest.get("tokenizer"):
         raise ArtifactError("--with-tokenizer: this artifact has no tokenizer (exported from an in-memory model "
                             "without tokenizer=)")
-    if manifest["task"] == "question-answering":
-        raise OptionError("--with-tokenizer sends one text per row; question-answering needs (question, context) "
-                          "pairs: tokenize on the client and call the model directly, without --with-tokenizer")
+    task = TASKS.get(manifest["task"])
+    if task is not None and task.triton_tokenizer_refusal:
+        raise OptionError(f"--with-tokenizer sends one text per row; {task.triton_tokenizer_refusal}: tokenize on the "
+                          "client and call the model directly, without --with-tokenizer")
     odd = [n for n in names if n not in _TOKEN_INPUTS]
     if odd or any(len(i["shape"]) != 2 for i in manifest["inputs"]):
         raise OptionError(f"--with-tokenizer covers models that take (batch, tokens) from one text; this "
