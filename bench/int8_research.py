@@ -28,8 +28,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from hf_torchscript.bench import timing  # noqa: E402
-from hf_torchscript.exporter.quantize import (CALIBRATION_TARGET, QUANTIZERS, Calibration, Int8Linear, _layer_errors,  # noqa: E402
-                                     quantize)
+from hf_torchscript.exporter.quantize import (  # noqa: E402
+    CALIBRATION_TARGET,
+    QUANTIZERS,
+    Calibration,
+    Int8Linear,
+    _layer_errors,
+    quantize,
+)
 from hf_torchscript.texts import real_sentences  # noqa: E402
 
 

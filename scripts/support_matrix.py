@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model configs the test-suite uses
 
+from models import save_tiny  # noqa: E402
+
 import hf_torchscript as hts  # noqa: E402
 from hf_torchscript.architectures import REGISTRY  # noqa: E402
 from hf_torchscript.options import TASK_NAMES  # noqa: E402
-from models import save_tiny  # noqa: E402
-
 
 BACKENDS = ("torchscript", "aoti")  # the ones that run here (Neuron needs its SDK and a device)
 RESULTS = ROOT / "docs" / "support_results.json"

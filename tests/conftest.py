@@ -7,7 +7,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
 from models import save_tiny  # noqa: E402
 
 

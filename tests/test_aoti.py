@@ -18,12 +18,12 @@ import textwrap
 
 import pytest
 import torch
+from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 import hf_torchscript as hts
-from hf_torchscript.runtime.artifact import sha256_file
 from hf_torchscript.cli import main
 from hf_torchscript.errors import ArtifactError, InputError, OptionError
-from reference import assert_close_valid, eager_model, eager_outputs, random_batch
+from hf_torchscript.runtime.artifact import sha256_file
 
 TEXTS = ["jim henson was a puppeteer", "paris is the capital of france and the city is big", "the dog"]
 
@@ -376,8 +376,8 @@ def test_cpp_refuses_a_package_from_another_export(runner, pt2, tmp_path):
 @pytest.fixture(scope="module")
 def baked(tmp_path_factory):
     """A BERT whose forward bakes the input length (int() of a shape): torch.export cannot make it dynamic."""
-    from test_shapes import LengthBakedBert
     from models import tiny_config
+    from test_shapes import LengthBakedBert
 
     torch.manual_seed(0)
     model = LengthBakedBert(tiny_config("bert", "feature-extraction")).eval()
@@ -476,9 +476,9 @@ def test_guard_cases_find_the_sizes_a_trace_assumed(tiny_model_dir):
 
     from hf_torchscript.exporter.backends import get_backend
     from hf_torchscript.exporter.backends.aoti import build
-    from hf_torchscript.options import ExportOptions
     from hf_torchscript.exporter.prepare import prepare
     from hf_torchscript.exporter.source import load_source
+    from hf_torchscript.options import ExportOptions
 
     torch.manual_seed(0)
     model = TripleLengthBert(tiny_config("bert", "feature-extraction")).eval()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from models import tiny_config
+from reference import assert_close_valid, eager_outputs, random_batch
 from transformers import masking_utils
 
 import hf_torchscript as hts
 from hf_torchscript import compat
-from models import tiny_config
-from reference import assert_close_valid, eager_outputs, random_batch
 
 
 def test_broadcast_mask_matches_a_hand_computed_mask():

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from models import TINY_CONFIGS
+from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 import hf_torchscript as hts
 from hf_torchscript.architectures import REGISTRY
-from models import TINY_CONFIGS
-from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 # text-generation has its own flow and proof (a static KV cache, token for token vs generate):
 # tests/test_generation.py covers every architecture registered for it.

@@ -19,11 +19,10 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.exporter import artifact
-from hf_torchscript.runtime.artifact import read_manifest
-from hf_torchscript.runtime.artifact import sha256_file
-from hf_torchscript.runtime.cpp import EXAMPLE, build_runner, cmake_command, cmake_commands, torch_prefix_path
 from hf_torchscript.errors import BuildError
+from hf_torchscript.exporter import artifact
+from hf_torchscript.runtime.artifact import read_manifest, sha256_file
+from hf_torchscript.runtime.cpp import EXAMPLE, build_runner, cmake_command, cmake_commands, torch_prefix_path
 
 REPO = Path(__file__).resolve().parents[1]
 ATOL = RTOL = 1e-4

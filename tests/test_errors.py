@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.exporter import artifact
 from hf_torchscript.cli import main
+from hf_torchscript.exporter import artifact
 
 
 def test_model_path_missing(tmp_path):

@@ -11,10 +11,10 @@ import warnings
 
 import pytest
 import torch
+from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 import hf_torchscript as hts
 from hf_torchscript.runtime.artifact import sha256_file
-from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 REQUIRED_KEYS = {
     "format_version", "format", "files", "task", "model_type", "inputs", "outputs", "shapes", "pad_token_id", "id2label",

@@ -28,12 +28,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch

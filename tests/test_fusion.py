@@ -6,11 +6,11 @@ import threading
 
 import pytest
 import torch
+from reference import eager_model, random_batch
 
 import hf_torchscript as hts
 from hf_torchscript.errors import OptionError, ShapeError
 from hf_torchscript.runtime.fusion import onednn_fusion
-from reference import eager_model, random_batch
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import assert_close_valid, eager_model, eager_outputs
 
 import hf_torchscript as hts
 from hf_torchscript.architectures import REGISTRY
-from reference import assert_close_valid, eager_model, eager_outputs
 
 EXAMPLES = int(os.environ.get("HTS_FUZZ_EXAMPLES", "200"))
 ARCHS = sorted(REGISTRY)

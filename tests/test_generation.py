@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.runtime.generation import SamplingConfig, warp_logits
 from hf_torchscript.exporter.generation import prove
+from hf_torchscript.runtime.generation import SamplingConfig, warp_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_CACHE = 96

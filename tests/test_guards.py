@@ -23,7 +23,6 @@ from hf_torchscript.exporter.parity import REDUCED_PRECISION, tolerance_for
 from hf_torchscript.exporter.prepare import check_axes
 from hf_torchscript.exporter.quantize import Calibration, quantize
 
-
 # ------------------------------------------------------------------------------------------ check_axes
 
 def test_check_axes_refuses_outputs_that_contradict_the_declaration():

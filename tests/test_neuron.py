@@ -14,13 +14,13 @@ import sys
 
 import pytest
 import torch
-
-import hf_torchscript as hts
-from hf_torchscript.exporter.backends import _neuron
-from hf_torchscript.cli import main
-from hf_torchscript.errors import BackendUnavailableError, OptionError, ShapeError
 from neuron_double import RecordingNeuronX, RecordingTorchNeuron
 from reference import eager_model, random_batch
+
+import hf_torchscript as hts
+from hf_torchscript.cli import main
+from hf_torchscript.errors import BackendUnavailableError, OptionError, ShapeError
+from hf_torchscript.exporter.backends import _neuron
 
 BUCKETS = (8, 24, 48)  # the last bucket is the max length accepted
 

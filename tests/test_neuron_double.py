@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from neuron_double import RecordingNeuronX, RecordingTorchNeuron
 
 DOCUMENTED = json.loads((Path(__file__).parent / "data" / "neuron_documented_signatures.json").read_text())["functions"]

@@ -12,12 +12,12 @@ import sys
 
 import pytest
 import torch
+from reference import eager_model, random_batch
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main as cli_main
 from hf_torchscript.errors import ValidationError
 from hf_torchscript.exporter.parity import REDUCED_PRECISION, Tolerance, compare_inputs
-from reference import eager_model, random_batch
 
 VARIANTS = {
     "bf16": dict(dtype="bfloat16"),

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 import torch
+from reference import eager_model
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main
-from reference import eager_model
 
 TEXTS = ["jim henson was a puppeteer", "paris is the capital of france and the city is big"]
 

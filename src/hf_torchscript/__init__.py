@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import inspect as _inspect
 
-from .version import __version__
-
 from .errors import (
     ArtifactError,
     BackendUnavailableError,
@@ -28,6 +26,7 @@ from .errors import (
     ValidationError,
 )
 from .options import DEFAULT_SHAPES, ExportOptions, bench_options, bench_signature
+from .version import __version__  # noqa: F401  (the public version attribute)
 
 __all__ = [
     "export",
@@ -160,8 +159,8 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
         ArtifactError: the artifact is tampered with or does not match the model's signature.
         SourceError: ``model`` is None and the recorded model cannot be found offline.
     """
-    from .progress import checked
     from .exporter.validate import validate as _validate
+    from .progress import checked
 
     return _validate(directory, model, atol=atol, rtol=rtol, allow_pickle=allow_pickle,
                      trust_remote_code=trust_remote_code, progress=checked(progress))

@@ -6,8 +6,8 @@ Data, not classes. A family that shares an input spec is one line:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
 
 from .errors import UnsupportedModelError, option
 from .tasks import TASKS

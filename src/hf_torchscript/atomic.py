@@ -41,9 +41,9 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 from .errors import ArtifactError, OptionError, option
 

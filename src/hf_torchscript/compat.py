@@ -27,10 +27,10 @@ Differences that need no code, recorded so nobody adds a check for them:
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
+from functools import cache
 
 
-@lru_cache(maxsize=None)
+@cache
 def transformers_major() -> int:
     """The installed transformers' major version (4 or 5)."""
     import transformers

@@ -8,13 +8,13 @@ King James Bible (public domain), labelled by book.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 SENTENCES_FILE = "kjv_sentences.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load() -> dict:
     return json.loads(resources.files("hf_torchscript").joinpath("data", SENTENCES_FILE).read_text())
 

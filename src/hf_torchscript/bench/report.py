@@ -33,7 +33,7 @@ class BenchmarkReport:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "BenchmarkReport":
+    def from_json(cls, data: dict) -> BenchmarkReport:
         return cls(**{f.name: data.get(f.name, f.default if f.default is not dataclasses.MISSING else {})
                       for f in dataclasses.fields(cls)})
 

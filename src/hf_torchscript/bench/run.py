@@ -8,9 +8,9 @@ import platform
 import sys
 import tempfile
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -39,7 +39,7 @@ class Subject:
     digest: str | None  # sha256 of the weights and config: exported artifacts are reused only on a match
 
     @classmethod
-    def load(cls, model, *, task: str | None, max_length: int | None) -> "Subject":
+    def load(cls, model, *, task: str | None, max_length: int | None) -> Subject:
         from ..exporter.backends import get_backend
         from ..exporter.prepare import prepare
         from ..exporter.source import load_source

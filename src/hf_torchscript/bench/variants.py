@@ -12,9 +12,9 @@ import importlib.util
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -87,8 +87,8 @@ def weights_digest(path: Path | None) -> str | None:
 
 def exported(name: str, model, options: dict, workdir: Path, digest: str | None) -> Variant:
     """Export (or reuse an artifact exported from the same weights with the same options) and load it."""
-    from ..version import __version__
     from ..exporter.flow import export
+    from ..version import __version__
 
     desc = EXPORTED[name][1]
     key = {"weights_sha256": digest, "options": options, "hf_torchscript": __version__, "torch": torch.__version__}

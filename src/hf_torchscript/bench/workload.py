@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import torch
@@ -21,7 +21,7 @@ from .timing import percentile
 LENGTHS_FILE = "kjv_sentence_lengths.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _data(name: str) -> dict:
     return json.loads(resources.files("hf_torchscript").joinpath("data", name).read_text())
 

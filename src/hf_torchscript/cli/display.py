@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 
-
 from ..runtime.document import (  # noqa: F401  (the CLI's run path reads them through display)
-    RUN_SCHEMA, cosine_matrix, describe_input, dumps, generation_output, run_document, run_output, strict,
+    RUN_SCHEMA,
+    cosine_matrix,
+    describe_input,
+    dumps,
+    generation_output,
+    run_document,
+    run_output,
+    strict,
 )
 from ..tasks import TASKS
 from ..tasks.base import num as _num
 from ..tasks.base import show as _show
 from ..tasks.base import sort_key as _key
+
 
 def run_text(doc: dict, *, top_k: int = 5) -> str:
     """A short human summary of a ``run_document``: one line (or a few) per input."""

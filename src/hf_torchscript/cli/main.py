@@ -163,8 +163,8 @@ def cmd_run(a) -> int:
 
     import torch
 
-    from . import display
     from ..runtime.model import NonFiniteOutputWarning, TruncationWarning, load
+    from . import display
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..texts import real_sentences, real_text_source
 from ..tasks.base import tie_agree
+from ..texts import real_sentences, real_text_source
 
 # The share of real sentences whose answer must stay the same (near-ties counted as agreement), per
 # figure, for every reduced precision. Measured on all-MiniLM-L6-v2 (256 sentences, docs/proof.md):

@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 
 from .. import atomic
-from ..version import __version__
 from ..deprecation import jit_api
-from ..errors import ArtifactError, SourceError, option
+from ..errors import SourceError
 from ..runtime.artifact import FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, embeddable, sha256_file, strict_json
+from ..version import __version__
+
 
 def check_writable(output_dir: Path, force: bool, *, model=None) -> None:
     """Refuse an OUTPUT_DIR export must not write or replace (see atomic.check_destination); call before loading."""

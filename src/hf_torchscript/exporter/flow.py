@@ -20,21 +20,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import answers, artifact
-from ..runtime.artifact import MODEL_FILES
-from ..tasks import get_task
-from ..runtime import cpu, fusion
-from . import parity
-from . import shapes
-from . import textcheck
 from ..atomic import check_space, interruptible, write_error
-from .backends import get_backend
 from ..deprecation import NOTICE as TORCHSCRIPT_NOTICE
 from ..errors import OptionError, TraceError, ValidationError
 from ..options import ExportOptions
+from ..progress import Progress
+from ..progress import report as tell
+from ..runtime import cpu, fusion
+from ..runtime.artifact import MODEL_FILES
+from ..tasks import get_task
+from . import answers, artifact, parity, shapes, textcheck
+from .backends import get_backend
 from .parity import ValidationReport, tolerance_for
 from .prepare import prepare
-from ..progress import Progress, report as tell
 from .source import artifact_size_estimate, load_source, resolve_path
 
 

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from ..runtime.artifact import MODEL_FILES
-from . import artifact
 from ..errors import OptionError, TraceError, ValidationError, option
-from ..runtime.generation import TASK, Generator, SamplingConfig, make_generator
 from ..progress import report as tell
+from ..runtime.artifact import MODEL_FILES
+from ..runtime.generation import TASK, Generator, SamplingConfig, make_generator
+from . import artifact
 
 # Default --max-cache-len cap. The cache is allocated in full (2 x layers x kv_heads x head_dim x
 # length floats per sequence) and every step's attention spans all of it, so a config's
@@ -210,8 +210,8 @@ class _GenerationPt2:
                 return stub
 
             def finish(self, staging, manifest):
-                from .backends.aoti import INDUCTOR_CONFIGS
                 from ..runtime.pt2 import PT2_FILE
+                from .backends.aoti import INDUCTOR_CONFIGS
 
                 if self.loaded is None:
                     self.roundtrip(staging)

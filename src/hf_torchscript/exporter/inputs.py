@@ -10,8 +10,8 @@ Padded positions hold the pad token id and a 0 in the mask, exactly as a tokeniz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -21,14 +21,14 @@ near-ties. Both compare with the fp32 eager model; the mode and thresholds go in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 from ..errors import ValidationError
-from .inputs import InputSpec, OutputSpec, make_inputs
 from ..progress import report as tell
+from .inputs import InputSpec, OutputSpec, make_inputs
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,18 @@ import copy
 import inspect
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..architectures import Architecture, get_architecture
 from ..errors import OptionError, ShapeError, TraceError, option
-from .inputs import InputSpec, OutputSpec, input_specs, make_inputs
 from ..options import DEFAULT_SHAPES, ExportOptions
-from .source import Source
 from ..tasks import Task, get_task
+from .inputs import InputSpec, OutputSpec, input_specs, make_inputs
+from .source import Source
 
 # Sequence length used when nothing (model config, tokenizer) states a limit.
 FALLBACK_MAX_LENGTH = 512

@@ -45,8 +45,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn

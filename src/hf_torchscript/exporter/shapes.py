@@ -17,18 +17,18 @@ from __future__ import annotations
 import itertools
 import linecache
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from ..compat import traceable
 from ..deprecation import jit_api
 from ..errors import ShapeError, TraceError, option
+from ..options import DEFAULT_SHAPES
 from ..progress import report as tell
-from .source import quiet_transformers
 from ..runtime.schema import range_text
 from .inputs import InputSpec
-from ..options import DEFAULT_SHAPES
+from .source import quiet_transformers
 
 MIN_BUCKET = 16
 

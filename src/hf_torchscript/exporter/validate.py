@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..runtime.artifact import load_module
-from .backends import get_backend
 from ..errors import ArtifactError, SourceError, ValidationError, option
 from ..options import ExportOptions
-from ..progress import Progress, report as tell
-from .source import load_source, resolve_path
+from ..progress import Progress
+from ..progress import report as tell
+from ..runtime.artifact import load_module
+from .backends import get_backend
 from .parity import ValidationReport, tolerance_for
+from .source import load_source, resolve_path
 from .textcheck import check_texts
 
 
@@ -33,7 +34,8 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
         ArtifactError: the artifact does not match the model's signature.
         SourceError: no ``model`` given and the recorded one cannot be found offline.
     """
-    from ..runtime.fusion import Fused, wanted as fusion_wanted
+    from ..runtime.fusion import Fused
+    from ..runtime.fusion import wanted as fusion_wanted
     from .parity import run_grid
     from .prepare import prepare
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from .artifact import load_module
-from ..errors import ArtifactError, InputError, OptionError, option
 from ..atomic import as_path
+from ..errors import ArtifactError, InputError, OptionError, option
 from ..textinput import check_inputs, check_text
-from .fusion import onednn_fusion, wanted as _fusion_wanted
+from .artifact import load_module
+from .fusion import onednn_fusion
+from .fusion import wanted as _fusion_wanted
 
 
 class TruncationWarning(UserWarning):

@@ -17,8 +17,8 @@ Needs only torch (no transformers): the runtime and C++ users depend on this for
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

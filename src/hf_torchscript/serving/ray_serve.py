@@ -225,7 +225,8 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, replicas: int 
 
     from ray import serve
 
-    from ..runtime.artifact import read_manifest, verify as verify_sha
+    from ..runtime.artifact import read_manifest
+    from ..runtime.artifact import verify as verify_sha
 
     if batch_wait_ms < 0:
         raise OptionError(f"--batch-wait-ms must be 0 or more, got {batch_wait_ms:g}")

@@ -13,8 +13,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the registry is imported without torch
+    import torch
 
 # Output axes: symbolic names follow the inputs (batch_size, sequence_length, num_choices,
 # decoder_sequence_length); "*" is a size the model fixes (hidden size, vocabulary, labels), read from
@@ -186,6 +190,8 @@ def single_texts(run) -> list:
 
 def tie_agree(got: torch.Tensor, ref: torch.Tensor, tie: float, valid: torch.Tensor | None = None):
     """Rows (last axis = choices) whose argmax equals the reference's, and those that differ only in a near-tie."""
+    import torch  # here, not at the top: the registry is imported without torch
+
     got, ref = got.double(), ref.double()
     if valid is not None:
         neg = torch.finfo(torch.float64).min

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PER_TOKEN, Task, tie_agree, num, plain, quoted, show, single_texts
+from .base import PER_TOKEN, Task, num, plain, quoted, show, single_texts, tie_agree
 from .columns import token_struct
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from .base import PER_TOKEN, Task, tie_agree, num, plain, show
+from .base import PER_TOKEN, Task, num, plain, show, tie_agree
 from .columns import token_struct
 
 # Texts the text check runs, {mask} replaced by the tokenizer's mask token (plus one over the max length).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from .base import Task, tie_agree, num, quoted, show, split_pairs
+from .base import Task, num, quoted, show, split_pairs, tie_agree
 
 # (question, context) pairs the text check runs (plus one over the max length).
 QUESTIONS = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PER_ROW, Task, tie_agree, label_names, num, show, single_texts, sort_key, split_pairs
+from .base import PER_ROW, Task, label_names, num, show, single_texts, sort_key, split_pairs, tie_agree
 
 # Pairs the text check adds to the single texts.
 PAIRS = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PER_TOKEN, Task, tie_agree, label_names, plain, show, single_texts
+from .base import PER_TOKEN, Task, label_names, plain, show, single_texts, tie_agree
 
 
 def _run(model, texts, top_k):

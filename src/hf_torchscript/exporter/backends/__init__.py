@@ -11,8 +11,8 @@ when that backend is asked for.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ...errors import OptionError
 

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from . import Backend
 from ...errors import TraceError
 from ...progress import report as tell
+from ...runtime.pt2 import FORMAT, PT2_FILE, SIGNATURE_KEY, Pt2Module, signature
 from ..shapes import StrategyRefused, plan
 from ..source import quiet_transformers
-from ...runtime.pt2 import FORMAT, PT2_FILE, SIGNATURE_KEY, Pt2Module, signature
+from . import Backend
 
 # Inductor settings for every compile, recorded in the manifest. None today: torch's defaults are
 # what it documents and tests; the key exists so that a change shows in the artifact.
