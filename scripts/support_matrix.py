@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         ok, text = result
         return f"✓ {text.split(',')[0]} {text.split(',')[1].strip()}" if ok == "yes" else "✗"
 
-    for mt, arch in REGISTRY.items():
+    for mt in REGISTRY:
         cells = []
         for task in used:
             if (mt, task) not in rows:

@@ -427,7 +427,7 @@ def _row_cosines(got, want, mask):
 @pytest.mark.parametrize("variant", ["bf16", "int8", "int8-aten"])
 def test_reduced_precision_is_validated_by_cosine_against_fp32_eager(variant, tiny_model_dir, tmp_path):
     if variant == "int8":
-        pytest.importorskip("torchao", reason="pip install 'hf-torchscript[aoti-int8]' (torchao; CI installs it in the current-stack leg)")
+        pytest.importorskip("torchao", reason="pip install 'hf-torchscript[aoti-int8]' (torchao; CI installs it in the current-stack leg)")  # noqa: E501
     kw = {"bf16": dict(dtype="bfloat16"), "int8": dict(quantize="dynamic-int8"),
           "int8-aten": dict(quantize="dynamic-int8-aten")}[variant]
     src = tiny_model_dir("bert", "fill-mask")

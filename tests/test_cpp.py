@@ -231,7 +231,7 @@ ERRORS = [
     ("null", "ok", "null", "input JSON must be an object of nested lists"),
     ("token-id-out-of-range", "ok", {**_ids(3), "input_ids": [[5, 18446744073709551615, 7]]},
      "input input_ids holds values from -1 to 7 but must be token ids in [0, 128)"),  # 2**64-1 read as int64
-    ("manifest-deep", "deep-manifest", _ids(3), "{dir}/manifest.json nests deeper than 64 levels of [ and {; re-export the model"),
+    ("manifest-deep", "deep-manifest", _ids(3), "{dir}/manifest.json nests deeper than 64 levels of [ and {; re-export the model"),  # noqa: E501
     ("manifest-nan", "nan-manifest", _ids(3), "{dir}/manifest.json is not valid JSON"),
     ("manifest-not-object", "list-manifest", _ids(3), "{dir}/manifest.json lacks a field this runner needs"),
     ("no-tokenizer", "no-tokenizer", _ids(3),
@@ -271,7 +271,7 @@ def test_runner_errors(runner, artifacts, tmp_path, setup, payload, message):
         elif setup == "deep-manifest":
             (art / "manifest.json").write_text("[" * 200_000)
         elif setup == "nan-manifest":
-            (art / "manifest.json").write_text((art / "manifest.json").read_text().replace('"max_length": 64', '"max_length": NaN'))
+            (art / "manifest.json").write_text((art / "manifest.json").read_text().replace('"max_length": 64', '"max_length": NaN'))  # noqa: E501
         elif setup == "list-manifest":
             (art / "manifest.json").write_text("[1, 2]")
         elif setup == "no-tokenizer":

@@ -84,7 +84,7 @@ def test_pickle_weights_refused_unless_allowed(tiny_model_dir, tmp_path):
                 shutil.copy(f, src / f.name)
         torch.save(model.state_dict(), src / "pytorch_model.bin")
     (src / "model.safetensors").unlink(missing_ok=True)
-    with pytest.raises(hts.SourceError, match=r"weights only as pickle \(pytorch_model.bin\).*pass allow_pickle=True if you trust"):
+    with pytest.raises(hts.SourceError, match=r"weights only as pickle \(pytorch_model.bin\).*pass allow_pickle=True if you trust"):  # noqa: E501
         hts.export(src, tmp_path / "o")
     result = hts.export(src, tmp_path / "o", allow_pickle=True)
     assert result.manifest["source"]["weights"] == "pickle"
@@ -112,7 +112,7 @@ def artifact_dir(tmp_path_factory):
 
 def test_text_longer_than_max_length_truncates_with_warning(artifact_dir):
     model = hts.load(artifact_dir)
-    with pytest.warns(UserWarning, match=r"1 input\(s\) have up to 42 tokens, more than this artifact's max length 24; they were truncated"):
+    with pytest.warns(UserWarning, match=r"1 input\(s\) have up to 42 tokens, more than this artifact's max length 24; they were truncated"):  # noqa: E501
         out = model(["the [MASK] " * 20])
     assert len(out) == 1
 
@@ -156,7 +156,7 @@ def test_wrong_rank_dtype_and_mismatched_shapes_at_run_time(artifact_dir):
     model = hts.load(artifact_dir)
     ids = torch.randint(5, 40, (2, 7))
     ones = torch.ones_like(ids)
-    with pytest.raises(hts.InputError, match=r"input input_ids must have rank 2 \(batch_size, sequence_length\), got shape \(7,\)"):
+    with pytest.raises(hts.InputError, match=r"input input_ids must have rank 2 \(batch_size, sequence_length\), got shape \(7,\)"):  # noqa: E501
         model.run(input_ids=ids[0], attention_mask=ones[0], token_type_ids=ones[0])
     with pytest.raises(hts.InputError, match="input attention_mask has length 6 but input_ids has 7; pass inputs of one shape"):
         model.run(input_ids=ids, attention_mask=ones[:, :6], token_type_ids=ones)

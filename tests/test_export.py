@@ -209,7 +209,7 @@ def test_torchscript_deprecation_is_handled_where_we_call_the_api(tiny_model_dir
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = hts.export(tiny_model_dir("bert"), tmp_path / "o", shapes="buckets", buckets=(16, 128))
-        hts.load(tmp_path / "o").run(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3, dtype=torch.long),
+        hts.load(tmp_path / "o").run(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3, dtype=torch.long),  # noqa: E501
                                      token_type_ids=torch.zeros(1, 3, dtype=torch.long))
     leaked = [str(w.message) for w in caught if "torch.jit" in str(w.message)]
     assert leaked == []
@@ -226,10 +226,12 @@ def test_torchscript_deprecation_is_handled_where_we_call_the_api(tiny_model_dir
 def test_python_314_torchscript_warning_is_not_hidden():
     from hf_torchscript.deprecation import jit_api
 
-    unsupported = "`torch.jit.trace` is not supported in Python 3.14+ and may break. Please switch to `torch.compile` or `torch.export`."
+    unsupported = ("`torch.jit.trace` is not supported in Python 3.14+ and may break. Please switch to `torch.compile` or "
+                   "`torch.export`.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with jit_api():
-            warnings.warn("`torch.jit.trace` is deprecated. Please switch to `torch.compile` or `torch.export`.", DeprecationWarning)
-            warnings.warn(unsupported, DeprecationWarning)
+            warnings.warn("`torch.jit.trace` is deprecated. Please switch to `torch.compile` or `torch.export`.",  # noqa: B028
+                          DeprecationWarning)
+            warnings.warn(unsupported, DeprecationWarning)  # noqa: B028  (as torch warns: no stacklevel)
     assert [str(w.message) for w in caught] == [unsupported]

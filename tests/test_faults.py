@@ -300,7 +300,7 @@ def R(*args):
     return lambda ws: ["run", ws.art, *args]
 
 
-def I(*args, d=None):
+def I(*args, d=None):  # noqa: E743  (the `info` command's row builder, beside R, E, V ...)
     return lambda ws: ["info", *args, ws.root / d if d else ws.art]
 
 
@@ -810,7 +810,7 @@ def test_export_killed_while_writing_keeps_the_earlier_artifact(base, tmp_path):
                              stderr=subprocess.PIPE, text=True, env=env)
         runs[sig] = (p, d, code, word)
     deadline = time.time() + 300
-    for sig, (p, d, code, word) in runs.items():
+    for sig, (p, d, _code, _word) in runs.items():
         while not (d / "writing").exists():
             assert p.poll() is None and time.time() < deadline, p.communicate()
             time.sleep(0.05)

@@ -100,7 +100,7 @@ def test_exported_equals_eager_on_drawn_inputs(model_type, exported):
         want = eager_outputs(eager, manifest, x)
         for o, g in zip(manifest["outputs"], got):
             mask = x.get("decoder_attention_mask") if "decoder_sequence_length" in o["shape"] else x.get("attention_mask")
-            assert_close_valid(g, want[o["name"]], o, mask, what=f"{model_type} {tuple(x['input_ids' if 'input_ids' in x else 'pixel_values'].shape)}")
+            assert_close_valid(g, want[o["name"]], o, mask, what=f"{model_type} {tuple(x['input_ids' if 'input_ids' in x else 'pixel_values'].shape)}")  # noqa: E501
 
     prop()
 

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional, TextIO
+from typing import TextIO
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Step:
         return f"{self.stage}{count}" + (f": {self.detail}" if self.detail else "")
 
 
-Progress = Optional[Callable[[Step], None]]
+Progress = Callable[[Step], None] | None
 
 
 def checked(progress) -> Progress:

@@ -85,7 +85,7 @@ def _flag_type(parse):
             return parse(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e) if parse not in (int, float) else
-                                             f"expected {'an integer' if parse is int else 'a number'}, got {text!r}")
+                                             f"expected {'an integer' if parse is int else 'a number'}, got {text!r}") from None
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 

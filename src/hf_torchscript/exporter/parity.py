@@ -436,7 +436,8 @@ def _compare_cosine(o: OutputSpec, got: torch.Tensor, ref: torch.Tensor, valid, 
     if cmin < tol.min_cosine:
         msgs.append(f"min cosine {cmin:.5f} < {tol.min_cosine:g} ({int((cos < tol.min_cosine).sum())} of {cos.numel()} rows)")
     if nmax > tol.max_norm_error:
-        msgs.append(f"norm off by {nmax:.3g} > {tol.max_norm_error:g} ({int((norm_err > tol.max_norm_error).sum())} of {cos.numel()} rows)")
+        off = int((norm_err > tol.max_norm_error).sum())
+        msgs.append(f"norm off by {nmax:.3g} > {tol.max_norm_error:g} ({off} of {cos.numel()} rows)")
     if o.name.endswith("logits"):
         neg = torch.finfo(g.dtype).min
         gm, rm = g.masked_fill(~v, neg), r.masked_fill(~v, neg)

@@ -406,6 +406,7 @@ def resolve_max_length(arch: Architecture, src: Source, opts: ExportOptions) -> 
         return natural
     if positions and opts.max_length > positions:
         raise ShapeError(
-            f"max length {opts.max_length} is above {arch.model_type}'s {positions} positions; pass {option('max_length', positions)} or less"
+            f"max length {opts.max_length} is above {arch.model_type}'s {positions} positions; "
+            f"pass {option('max_length', positions)} or less"
         )
     return opts.max_length

@@ -174,7 +174,8 @@ def _generate_source(specs: Sequence[InputSpec], out_seq_dims: Sequence[int]) ->
             if isinstance(ax, int):
                 checks.append(
                     f"        if {s.name}.size({d}) != {ax}:\n"
-                    f"            raise RuntimeError('hf-torchscript: input {s.name} must have size {ax} at dim {d}, got ' + str({s.name}.size({d})))"
+                    f"            raise RuntimeError('hf-torchscript: input {s.name} must have size {ax} at dim {d}, got ' "
+                    f"+ str({s.name}.size({d})))"
                 )
     if seq:
         lead = seq[0].name
@@ -268,7 +269,8 @@ def candidates(p, backend) -> list[str]:
     requested = p.options.shapes
     if not p.has_sequence:
         if requested == "buckets":
-            raise ShapeError(f"{p.arch.model_type} inputs have no sequence axis; buckets do not apply: use {option('shapes', 'dynamic')}")
+            raise ShapeError(f"{p.arch.model_type} inputs have no sequence axis; buckets do not apply: "
+                             f"use {option('shapes', 'dynamic')}")
         return ["static"] if requested == "static" or backend.static_shapes else ["dynamic"]
     if requested == "dynamic" and backend.static_shapes:
         raise ShapeError(f"backend {backend.name} compiles static shapes; use {option('shapes', 'buckets')} or "
@@ -300,7 +302,8 @@ def plan(p, strategy: str):
         return list(buckets), [(B0, b) for b in buckets], True
     L = opts.sequence_length or p.max_length
     if L > p.max_length:
-        raise ShapeError(f"static length {L} is above the model's max length {p.max_length}; pass {option('sequence_length', p.max_length)} or less")
+        raise ShapeError(f"static length {L} is above the model's max length {p.max_length}; "
+                         f"pass {option('sequence_length', p.max_length)} or less")
     return [L], [(B0, L)], True
 
 

@@ -285,7 +285,8 @@ class _Run:
             try:
                 st = sentence_transformers.SentenceTransformer(str(self.p.source.path), device="cpu")
             except Exception as e:  # a folder our loader reads but its own does not (e.g. an older Pooling config)
-                self.st_error = f"sentence-transformers could not load the folder: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                first = str(e).splitlines()[0] if str(e) else ""
+                self.st_error = f"sentence-transformers could not load the folder: {type(e).__name__}: {first}"
                 return None
         st.max_seq_length = self.L  # the artifact's truncation (sentence-transformers' own unless --max-length)
         return st, sentence_transformers.__version__

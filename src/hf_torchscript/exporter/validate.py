@@ -59,8 +59,8 @@ def validate(directory, model=None, *, atol: float | None = None, rtol: float | 
     if manifest.get("newly_initialized_weights"):
         raise ArtifactError(
             f"{directory} was exported with {len(manifest['newly_initialized_weights'])} untrained (randomly "
-            f"initialised) tensors ({option('allow_new_weights', True)}): every load of the checkpoint draws them anew, so there is "
-            "nothing to validate against; export a checkpoint that holds the trained weights"
+            f"initialised) tensors ({option('allow_new_weights', True)}): every load of the checkpoint draws them "
+            "anew, so there is nothing to validate against; export a checkpoint that holds the trained weights"
         )
     if model is None:
         model = recorded_model(directory, manifest)

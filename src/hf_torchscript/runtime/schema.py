@@ -147,7 +147,8 @@ def _problem(value, spec, path: str) -> str | None:
         return None if _ok_scalar(value, spec) else f"{path} must be {_describe(spec)}, got {_short(value)}"
     if isinstance(spec, tuple):  # alternatives
         for alt in spec:
-            if alt is None or alt in (str, bool) or (isinstance(alt, tuple) and alt and alt[0] in ("int", "number", "name", "any")):
+            simple = isinstance(alt, tuple) and alt and alt[0] in ("int", "number", "name", "any")
+            if alt is None or alt in (str, bool) or simple:
                 if _ok_scalar(value, alt):
                     return None
             elif isinstance(value, list if isinstance(alt, tuple) and alt[0] == "list" else dict):

@@ -699,7 +699,8 @@ class Server:
         body = self._object(data)
         _unknown(body, ("query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"))
         if len(self.engine.labels) != 1:
-            raise RequestError(f"/rerank needs a cross-encoder (a {' or '.join(n for n, t in TASKS.items() if t.tei == 'classify')} model with one label); this one "
+            classifiers = " or ".join(n for n, t in TASKS.items() if t.tei == "classify")
+            raise RequestError(f"/rerank needs a cross-encoder (a {classifiers} model with one label); this one "
                                f"has {len(self.engine.labels)} labels: use /predict with [query, text] pairs",
                                "validation", 400)
         if "query" not in body or "texts" not in body:

@@ -330,7 +330,7 @@ def build(p, strategy: str, tracer_warnings: list[str], *, progress=None):
         "traced": [dict(d, sequence_length=d.get("sequence_length", 0)) for d in traced],
     }
     guards, extra = [], []
-    for (name, ep), L in zip(programs.items(), lengths if strategy != "dynamic" else [None]):
+    for ep, L in zip(programs.values(), lengths if strategy != "dynamic" else [None]):
         for guard, size in guard_cases(ep, p, None if L is None else [L]):
             dims = _grid_dims(p, info["traced"][0], size)
             guards.append({"guard": guard, "breaks_at": size, "validated": dims is not None})
