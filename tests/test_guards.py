@@ -155,9 +155,15 @@ def test_sensitivity_pass_refuses_when_nothing_can_be_int8():
 # ------------------------------------------------------------------------------------------ atomic commit
 
 def _artifact(directory: Path, tag: str) -> Path:
+    """A directory --force takes for an artifact: a manifest by hf-torchscript listing every file's sha256."""
+    import hashlib
+    import json
+
     directory.mkdir()
     (directory / "model.pt").write_text(tag)
-    (directory / "manifest.json").write_text('{"producer": "hf-torchscript", "tag": "%s"}' % tag)
+    sha = hashlib.sha256(tag.encode()).hexdigest()
+    manifest = {"producer": "hf-torchscript", "format_version": 2, "tag": tag, "sha256": sha, "files": {"model.pt": sha}}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
 
 
