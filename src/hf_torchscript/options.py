@@ -80,15 +80,17 @@ def shape_list(text: str) -> tuple[tuple[int, int], ...]:
     return pairs
 
 
-def _at_least(least: int):
+def at_least(least: int):
     """A flag parser for a count: checked when the command line is read, before torch is imported."""
+    want = "a positive integer" if least == 1 else f"an integer >= {least}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise ValueError(f"expected an integer >= {least}, got {text!r}") from None
+            value = least - 1
         if value < least:
-            raise ValueError(f"expected an integer >= {least}, got {text!r}")
+            raise ValueError(f"expected {want}, got {text!r}")
         return value
     return parse
 
@@ -415,13 +417,13 @@ class BenchOptions:
     grid: typing.Sequence[tuple[int, int]] = _bench(DEFAULT_GRID, "(batch, length) shapes of the fixed workload "
                                                     "(default 1x16,1x128,8x128,1x512)", parse=shape_list,
                                                     metavar="BxL,...")
-    rounds: int = _bench(5, "timed rounds per shape", parse=_at_least(1))
-    warmup: int = _bench(2, "untimed warm-up passes per shape", parse=_at_least(0))
-    mixed_requests: int = _bench(64, "requests in the mixed-length workload (0: skip it)", parse=_at_least(0))
-    mixed_batch: int = _bench(8, "requests per batch in the mixed-length workload", parse=_at_least(1))
-    mixed_rounds: int = _bench(3, "timed rounds of the mixed-length workload", parse=_at_least(1))
-    threads: int = _bench(2, "torch threads for the run (restored afterwards)", parse=_at_least(1))
-    max_length: int | None = _bench(None, "the export's max length (default: the model's)", parse=_at_least(1))
+    rounds: int = _bench(5, "timed rounds per shape", parse=at_least(1))
+    warmup: int = _bench(2, "untimed warm-up passes per shape", parse=at_least(0))
+    mixed_requests: int = _bench(64, "requests in the mixed-length workload (0: skip it)", parse=at_least(0))
+    mixed_batch: int = _bench(8, "requests per batch in the mixed-length workload", parse=at_least(1))
+    mixed_rounds: int = _bench(3, "timed rounds of the mixed-length workload", parse=at_least(1))
+    threads: int = _bench(2, "torch threads for the run (restored afterwards)", parse=at_least(1))
+    max_length: int | None = _bench(None, "the export's max length (default: the model's)", parse=at_least(1))
     accuracy_model: object = _bench(None, "trained model whose variants are checked on real text (default: the "
                                     "model itself; every variant is built again for it); False (CLI: 'none') skips it",
                                     parse=_model_or_none, metavar="MODEL")

@@ -17,7 +17,7 @@ import warnings
 
 from ..deprecation import QUANTIZED_DEPRECATED
 from ..errors import HFTorchScriptError, OptionError
-from ..options import BenchOptions, ExportOptions, bench_flag, flag
+from ..options import BenchOptions, ExportOptions, at_least, bench_flag, flag
 from ..tasks import TASKS, task_names
 from ..textinput import check_text
 
@@ -523,24 +523,8 @@ def cmd_triton(a) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
-def _non_negative(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return n
+_positive = _flag_type(at_least(1))
+_non_negative = _flag_type(at_least(0))
 
 
 def _int_range(low: int, high: int):
