@@ -154,6 +154,12 @@ def test_misspelt_flags_and_commands_get_a_suggestion(capsys):
         assert capsys.readouterr().err.strip().splitlines()[-1].endswith(hint), argv
 
 
+def _torch_at_least(major: int, minor: int) -> bool:
+    import torch
+
+    return tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (major, minor)
+
+
 def test_int8_deprecation_notice_is_filtered_where_modules_load():
     """torch's once-per-process C++ notice about quantized dtypes; real in a fresh process, gone inside jit_api."""
     code = textwrap.dedent("""
@@ -169,7 +175,9 @@ def test_int8_deprecation_notice_is_filtered_where_modules_load():
                                                          os.environ.get("PYTHONPATH", "")])}
     got = {where: subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, env=env,
                                  timeout=120, check=False).stdout.strip() for where in ("outside", "inside")}
-    assert got == {"outside": "1", "inside": "0"}, got
+    assert got["inside"] == "0", got
+    if _torch_at_least(2, 13):  # the notice is torch 2.13's; torch 2.9 (the legacy leg) prints none to filter
+        assert got["outside"] == "1", got
 
 
 # -- errors speak the interface they came from ----------------------------------------------------------
@@ -328,4 +336,5 @@ def test_bench_silences_the_profilers_usdt_lines(monkeypatch, tmp_path, capsys):
     err = {m: subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, env=env, timeout=120,
                              check=False).stderr for m in ("loud", "quiet")}
     assert "USDT" not in err["quiet"], err["quiet"]
-    assert "USDT" in err["loud"], err["loud"]  # torch 2.13's kineto: the lines are real without the setting
+    if _torch_at_least(2, 13):  # torch 2.13's kineto: the lines are real without the setting (2.9's prints none)
+        assert "USDT" in err["loud"], err["loud"]
