@@ -228,6 +228,10 @@ def parse_jsonl(lines, column: str, pair_column: str | None = None):
             if c is not None and obj.get(c) is not None and not isinstance(obj[c], str):
                 reason = reason or f"column {c!r} must be a string, got JSON {_json_type(obj[c])}: {json.dumps(obj[c])[:40]}"
                 obj[c] = None
+            elif c is not None and isinstance(obj.get(c), str) and text_problem(obj[c]):
+                # A JSON "\udc80" escape decodes to a lone surrogate: no Arrow string can hold it.
+                reason = reason or f"column {c!r} {text_problem(obj[c])}"
+                obj[c] = None
         records.append(obj)
         reasons.append(reason)
     keys = list(dict.fromkeys(k for r in records for k in r))
@@ -242,8 +246,9 @@ def parse_jsonl(lines, column: str, pair_column: str | None = None):
         else:
             try:
                 arrays.append(pa.array(values))
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                # Values of mixed types cannot share an Arrow column: keep them as their JSON text.
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+                # Values of mixed types (or text with lone surrogates) cannot share an Arrow column: keep them as
+                # their JSON text, which escapes what UTF-8 cannot hold.
                 arrays.append(pa.array([None if v is None else json.dumps(v) for v in values], type=pa.string()))
         names.append(k)
     arrays.append(pa.array(reasons, type=pa.string()))
