@@ -282,7 +282,11 @@ def test_other_decoder_families_export_and_match(model_type, tmp_path):
     from models import save_tiny
 
     src = save_tiny(model_type, "text-generation", tmp_path / "src")
-    result = hts.export(src, tmp_path / "out", task="text-generation", max_cache_len=48)
+    # The fixture's generic WordLevel tokenizer loads as the family's own class (Qwen2Tokenizer, ...), which keeps
+    # case and adds its own eos (qwen2): the source-folder check rightly calls that a mismatch. What this test proves is the
+    # cache export per family on explicit token ids, so the override is recorded and the ids are given directly.
+    result = hts.export(src, tmp_path / "out", task="text-generation", max_cache_len=48, allow_tokenizer_mismatch=True)
+    assert "consistency" in result.manifest  # what the override let through is on record (info shows it)
     v = result.manifest["validation"]
     assert v["passed"] and v["prompts"] >= 8 and v["tokens_compared"] > 0
     report = prove(_eager(src), hts.load(tmp_path / "out").generator(),

@@ -431,7 +431,7 @@ def _untruncate(staging: Path, manifest: dict) -> None:
 
 
 def _manifest(src, options, fmt, inputs, outputs, shapes_info, gen_meta, proof) -> dict:
-    from .artifact import FORMAT_VERSION, _source, cpu_block, versions
+    from .artifact import FORMAT_VERSION, _source, consistency_record, cpu_block, versions
 
     return {
         "format_version": FORMAT_VERSION,
@@ -461,5 +461,6 @@ def _manifest(src, options, fmt, inputs, outputs, shapes_info, gen_meta, proof) 
         "tracer_warnings": [],
         "versions": versions(),
         "cpu": cpu_block(options),
+        "consistency": consistency_record(src),  # what the source-folder checks let through, as for every export
         "generation": gen_meta,
     }
