@@ -94,3 +94,10 @@ def traceable():
     finally:
         for name, value in saved.items():
             setattr(masking_utils, name, value)
+
+
+def kv_cache_export_supported() -> bool:
+    """Whether ``--task text-generation`` can be exported here: proven on transformers 5 (CI's current leg).
+    On 4.57 + torch 2.9 (the legacy leg) the traced static-cache module fails when it runs (a RuntimeError from
+    the TorchScript interpreter inside transformers' cache update), so export refuses it up front."""
+    return transformers_major() >= 5

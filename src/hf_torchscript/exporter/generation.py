@@ -341,9 +341,15 @@ def prove(model, generator: Generator, prompts: list[list[int]], *, max_new_toke
 
 def export_generation(src, output_dir: Path, options, *, force: bool, progress=None, start: float | None = None):
     """Export ``src`` (a loaded source.Source) for text-generation; returns an exporter.ExportResult."""
+    from ..compat import kv_cache_export_supported
     from .flow import ExportResult
     from .parity import ValidationReport
 
+    if not kv_cache_export_supported():
+        import transformers
+
+        raise OptionError(f"{option('task', TASK)} needs transformers 5 (installed: {transformers.__version__}): on 4.x the "
+                          "traced static-cache module fails when it runs; upgrade transformers to export it")
     start = time.perf_counter() if start is None else start
     if options.backend not in ("aoti", "torchscript"):
         raise OptionError(f"{option('task', TASK)} exports with {option('backend', 'aoti')} or "
