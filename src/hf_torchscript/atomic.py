@@ -512,7 +512,15 @@ def commit(staging: Path, output_dir, force: bool) -> None:
             _step("before-swap")
             for _ in range(5):
                 # Again: another export (or person) may have changed OUTPUT_DIR since the first check.
-                check_destination(out, force)
+                before = _inode(out)
+                try:
+                    check_destination(out, force)
+                except ArtifactError:
+                    # Another export swapped OUTPUT_DIR while we read it and is deleting the artifact we were
+                    # reading (its files vanish mid-check): look again at what OUTPUT_DIR is now.
+                    if _inode(out) != before:
+                        continue
+                    raise
                 if not os.path.lexists(out):
                     try:
                         rename_noreplace(staging, out)
@@ -536,6 +544,13 @@ def commit(staging: Path, output_dir, force: bool) -> None:
     except KeyboardInterrupt as e:
         e.hts_committed = committed
         raise
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
 
 
 def _two_renames(staging: Path, out: Path) -> None:
