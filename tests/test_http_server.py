@@ -199,7 +199,7 @@ def test_run_schema_tokenize_decode_info_metrics(embed_server, minilm, minilm_ar
     url = embed_server.url
     r = httpx.post(url + "/", json={"texts": SENTENCES[:2], "similarity": True})
     doc = r.json()
-    assert doc["schema"] == "hf-torchscript/run/1" and doc["warnings"] == []
+    assert doc["schema"] == "hf-torchscript/run/1" and doc["warnings"] == [] and doc["nonfinite_outputs"] == 0
     _close([x["output"]["embedding"] for x in doc["results"]], minilm(SENTENCES[:2]))
     long = httpx.post(url + "/", json={"texts": ["word " * 400]})
     assert long.headers["x-truncated-inputs"] == "1" and "truncated" in long.json()["warnings"][0]

@@ -13,6 +13,7 @@ from ..runtime.document import (  # noqa: F401  (the CLI's run path reads them t
     cosine_matrix,
     describe_input,
     dumps,
+    finish,
     generation_output,
     run_document,
     run_output,

@@ -203,12 +203,8 @@ def cmd_run(a) -> int:
     similarity = display.cosine_matrix(torch.cat(embeddings)) if a.similarity else None
     doc = display.run_document(a.output_dir, model.manifest, inputs, outputs, similarity=similarity, warnings=notes)
     if a.json:
-        doc["nonfinite_outputs"] = nonfinite  # issue 24: the model's NaN/inf values, for scripts to check
-        text, nulls = display.dumps(doc)
-        if nulls:
-            doc["warnings"].append(f"{nulls} NaN/infinite values were written as null")
-            doc["nonfinite_outputs"] = max(nonfinite, nulls)
-            text, _ = display.dumps(doc)
+        doc = display.finish(doc, nonfinite)
+        text, _ = display.dumps(doc)
     else:
         text = display.run_text(doc, top_k=a.top_k)
     for note in doc["warnings"]:

@@ -55,9 +55,7 @@ class ExportResult:
             f"[shapes: {self.strategy}, lengths 1..{s['max_length']}] in {self.seconds:.1f}s; {self.validation.summary()}"
         )
         if self.tuning:
-            t = self.tuning
-            quiet = "" if t.get("quiet") else ", load average above 1: not evidence"
-            text += f"; --optimize auto chose {t['winner']} ({t['why']}{quiet})"
+            text += f"; {self._tuning_line()}"
         if self.manifest.get("format", "torchscript") == "torchscript":
             text += f"; {TORCHSCRIPT_NOTICE}"  # said once per export; each torch.jit call is quiet (deprecation.py)
         return text
@@ -76,9 +74,16 @@ class ExportResult:
                f"  {validation}"]
         if v.text:
             out.append(f"  {v.text['summary']}")
+        if self.tuning:
+            out.append(f"  {self._tuning_line()}")
         if self.manifest.get("format", "torchscript") == "torchscript":
             out.append(f"  {TORCHSCRIPT_NOTICE}")
         return out
+
+    def _tuning_line(self) -> str:
+        t = self.tuning
+        quiet = "" if t.get("quiet") else ", load average above 1: not evidence"
+        return f"--optimize auto chose {t['winner']} ({t['why']}{quiet})"
 
 
 @interruptible()  # SIGTERM cleans up like Ctrl-C while an export runs; the previous handler comes back

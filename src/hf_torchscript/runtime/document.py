@@ -75,6 +75,16 @@ def cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
     return (e @ e.T).float()
 
 
+def finish(doc: dict, nonfinite: int = 0) -> dict:
+    """``doc`` as strict JSON with its NaN/inf count: ``nonfinite_outputs`` is the larger of the model's own
+    count (NonFiniteOutputWarning) and the values written as null, so a script checks one field (issue 24)."""
+    clean, nulls = strict(doc)
+    if nulls:
+        clean["warnings"].append(f"{nulls} NaN/infinite values were written as null")
+    clean["nonfinite_outputs"] = max(nonfinite, nulls)
+    return clean
+
+
 def dumps(doc) -> tuple[str, int]:
     """Strict JSON (non-finite floats -> null) with lists of numbers on one line; returns (text, nulls written)."""
     clean, nulls = strict(doc)

@@ -265,19 +265,18 @@ class Engine:
         def work():
             from ..runtime import document as display  # run --json's document, shared with the CLI
             from ..runtime import postprocess
-            from ..runtime.model import TruncationWarning
+            from ..runtime.model import NonFiniteOutputWarning, TruncationWarning
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", TruncationWarning)
+                warnings.simplefilter("always", NonFiniteOutputWarning)
                 result = postprocess.run_task(self.model, job["inputs"], top_k=job["top_k"])
             notes = [str(w.message) for w in caught if issubclass(w.category, TruncationWarning)]
+            nonfinite = sum(w.message.count for w in caught if isinstance(w.message, NonFiniteOutputWarning))
             similarity = display.cosine_matrix(result) if job["similarity"] else None
             doc = display.run_document(self.artifact, self.manifest, job["inputs"],
                                        display.run_output(self.task, result), similarity=similarity, warnings=notes)
-            doc, nulls = display.strict(doc)
-            if nulls:
-                doc["warnings"].append(f"{nulls} NaN/infinite values were written as null")
-            return doc, len(notes)
+            return display.finish(doc, nonfinite), len(notes)
 
         from ..errors import InputError
 

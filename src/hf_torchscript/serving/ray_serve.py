@@ -177,10 +177,8 @@ class TextModelServer:
         similarity = display.cosine_matrix(result) if job.similarity else None
         doc = display.run_document(self.artifact, self.model.manifest, job.inputs, display.run_output(task, result),
                                    similarity=similarity)
-        doc, nulls = display.strict(doc)
-        if nulls:
-            doc["warnings"].append(f"{nulls} NaN/infinite values were written as null")
-        return doc
+        # The batch's NonFiniteOutputWarning cannot be split between jobs: the count is what this job shows.
+        return display.finish(doc)
 
 
 def _check_servable(manifest: dict) -> None:
