@@ -32,6 +32,7 @@
 #include "hts_tokenizer.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -923,23 +924,123 @@ class Generator {
     if (cfg.do_sample && !(cfg.temperature > 0)) throw Error("temperature must be > 0");
     // The same generator as Python's torch.Generator().manual_seed(seed): the same seed draws the same tokens.
     auto gen = at::make_generator<at::CPUGeneratorImpl>(cfg.seed);
+    const auto t0 = std::chrono::steady_clock::now();
     auto ids = torch::tensor(prompt, torch::kLong).unsqueeze(0);
     auto logits = model_.run_positional({ids, torch::arange(static_cast<int64_t>(prompt.size()), torch::kLong)})[0];
     auto last = logits[0][-1].to(torch::kFloat);
+    const auto t1 = std::chrono::steady_clock::now();
+    last_ = Stats{};
+    last_.prefill_s = std::chrono::duration<double>(t1 - t0).count();
+    last_.prompt_tokens = static_cast<int64_t>(prompt.size());
     std::vector<int64_t> out;
     int64_t pos = static_cast<int64_t>(prompt.size());
+    // The same order of stop rules as the Python runtime (eos, then length, then a full cache).
     while (true) {
       const int64_t token = choose(last, cfg, gen);
       out.push_back(token);
-      if (on_token && !on_token(token)) break;
-      if (std::find(eos_.begin(), eos_.end(), token) != eos_.end()) break;
-      if (static_cast<int64_t>(out.size()) >= cfg.max_new_tokens || pos >= max_cache_len_) break;
+      last_.tokens = static_cast<int64_t>(out.size());
+      last_.decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+      if (on_token && !on_token(token)) {
+        last_.finish_reason = "stopped";
+        break;
+      }
+      if (std::find(eos_.begin(), eos_.end(), token) != eos_.end()) {
+        last_.finish_reason = "eos";
+        break;
+      }
+      if (static_cast<int64_t>(out.size()) >= cfg.max_new_tokens) break;
+      if (pos >= max_cache_len_) {
+        last_.finish_reason = "cache";
+        break;
+      }
       logits = model_.run_positional({torch::tensor({token}, torch::kLong).unsqueeze(0),
                                       torch::tensor({pos}, torch::kLong)})[0];
       last = logits[0][-1].to(torch::kFloat);
       ++pos;
     }
     return out;
+  }
+
+  // What the last generate() did: why it stopped ("eos", "length", "cache", or "stopped" when the
+  // callback said so), and its timings (prefill = the prompt's forward pass; decode = the rest).
+  struct Stats {
+    std::string finish_reason = "length";
+    int64_t prompt_tokens = 0, tokens = 0;
+    double prefill_s = 0, decode_s = 0;
+  };
+  const Stats& last_stats() const { return last_; }
+
+  // Text in, text out through the artifact's tokenizer, as the Python runtime's generate/stream:
+  // the prompt is encoded with its special tokens (BOS where the tokenizer adds one), the output
+  // decoded without them. `on_text` receives each piece as it is complete: a token that ends inside
+  // a UTF-8 character waits for the next; text that could still begin a `stop` string is held back,
+  // and a stop string ends the generation (finish_reason "stop") without being part of the text.
+  struct TextGeneration {
+    std::string text, finish_reason;
+    std::vector<int64_t> prompt_ids, token_ids;
+    Stats stats;
+    double first_token_s = 0, total_s = 0;
+  };
+  TextGeneration generate_text(const std::string& prompt, const SamplingConfig& cfg,
+                               const std::vector<std::string>& stop = {},
+                               const std::function<void(const std::string&)>& on_text = nullptr) {
+    Tokenizer& tok = model_.tokenizer();
+    TextGeneration r;
+    try {
+      r.prompt_ids = tok.encode(prompt).ids;
+    } catch (const TokenizerError& e) {
+      throw Error(std::string("the prompt: ") + e.what());
+    }
+    for (const auto& s : stop)
+      if (s.empty()) throw Error("a stop string is empty; pass text to stop at");
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string sent;  // text already handed to on_text
+    bool stopped = false;
+    auto emit = [&](const std::string& upto) {
+      if (upto.size() > sent.size() && upto.compare(0, sent.size(), sent) == 0) {
+        if (on_text) on_text(upto.substr(sent.size()));
+        sent = upto;
+      }
+    };
+    r.token_ids = generate(r.prompt_ids, cfg, [&](int64_t token) {
+      if (r.token_ids.empty()) r.first_token_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      r.token_ids.push_back(token);
+      std::string text = tok.decode(r.token_ids);
+      static const std::string kReplacement = "\xEF\xBF\xBD";  // an incomplete UTF-8 sequence so far
+      if (text.size() >= 3 && text.compare(text.size() - 3, 3, kReplacement) == 0) return true;
+      if (stop.empty()) {
+        emit(text);
+        return true;
+      }
+      size_t cut = std::string::npos;
+      for (const auto& s : stop) cut = std::min(cut, text.find(s));
+      if (cut != std::string::npos) {
+        emit(text.substr(0, cut));
+        sent = text.substr(0, cut);
+        stopped = true;
+        return false;
+      }
+      size_t held = 0;  // trailing bytes that could begin a stop string
+      for (const auto& s : stop)
+        for (size_t k = std::min(s.size() - 1, text.size()); k > held; --k)
+          if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+            held = k;
+            break;
+          }
+      emit(text.substr(0, text.size() - held));
+      return true;
+    });
+    r.stats = last_;
+    if (stopped) {
+      r.finish_reason = "stop";
+    } else {
+      emit(tok.decode(r.token_ids));
+      sent = tok.decode(r.token_ids);
+      r.finish_reason = last_.finish_reason;
+    }
+    r.text = sent;
+    r.total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
   }
 
   // Temperature, then top-k, then top-p, as transformers' warpers (and hf_torchscript.generation.warp_logits).
@@ -971,6 +1072,7 @@ class Generator {
   Model& model_;
   int64_t max_cache_len_ = 0, vocab_size_ = 0;
   std::vector<int64_t> eos_;
+  Stats last_;
 };
 
 }  // namespace hf_torchscript

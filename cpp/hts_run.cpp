@@ -4,6 +4,9 @@
 //   hts_run OUTPUT_DIR [INPUT_JSON|-] --bench N [--warmup W] [--threads T]
 //   hts_run OUTPUT_DIR --generate --ids 1,2,3 [--max-new-tokens N] [--do-sample] [--temperature T]
 //           [--top-k K] [--top-p P] [--seed S]     (text-generation artifacts: token ids in, token ids out)
+//   hts_run OUTPUT_DIR --generate (--text PROMPT ... | --input FILE) [--stop S ...] [--stream] [...]
+//           (text in, text out through the artifact's tokenizer: the run/1 document of
+//           `hf-torchscript run --json`, or with --stream the text as it is generated, one line per prompt)
 //
 // Input (a file, or stdin when INPUT_JSON is "-" or absent): one nested list per manifest input,
 //   {"input_ids": [[101, 7592, 102]], "attention_mask": [[1, 1, 1]], "token_type_ids": [[0, 0, 0]]}
@@ -20,6 +23,8 @@
 // {"embedding", "dimension", "norm"}, text-classification {"label", "score", "scores"},
 // feature-extraction {"tokens", "outputs"}. --input: one text per line, or JSONL (a JSON string or
 // {"text": ..., "pair": ...} per line; the default for *.jsonl / *.ndjson).
+// Non-finite outputs: counted in the document's "nonfinite_outputs" (written as null), warned about on
+// stderr, and the exit status is 3, as `hf-torchscript run`.
 // Errors: "error: <one line>" on stderr, exit 1 (2 for a bad command line). Input is untrusted:
 // more than --max-input-bytes (default 256 MiB) or nesting deeper than 64 levels is refused
 // before parsing, and no malformed input crashes the runner.
@@ -47,8 +52,8 @@ const char* kUsage =
     "[--max-input-bytes B]\n"
     "       hts_run OUTPUT_DIR (--text TEXT [--pair PAIR] ... | --input FILE [--input-format auto|text|jsonl]) "
     "[--batch-size N] [--threads T]\n"
-    "       hts_run OUTPUT_DIR --generate --ids 1,2,3 [--max-new-tokens N] [--do-sample] "
-    "[--temperature T] [--top-k K] [--top-p P] [--seed S]";
+    "       hts_run OUTPUT_DIR --generate (--ids 1,2,3 | --text PROMPT ... | --input FILE) [--max-new-tokens N] "
+    "[--do-sample] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT ...] [--stream]";
 
 struct Args {
   std::string directory;
@@ -66,6 +71,8 @@ struct Args {
   bool generate = false;
   std::vector<int64_t> ids;
   hts::SamplingConfig sampling;
+  std::vector<std::string> stop;
+  bool stream = false;
 };
 
 class UsageError : public std::runtime_error {
@@ -107,6 +114,11 @@ Args parse_args(int argc, char** argv) {
         if (!item.empty()) a.ids.push_back(non_negative_int("--ids", item));
     } else if (arg == "--max-new-tokens") {
       a.sampling.max_new_tokens = non_negative_int(arg, value(arg));
+    } else if (arg == "--stop") {
+      a.stop.push_back(value(arg));
+      if (a.stop.back().empty()) throw UsageError("--stop takes a non-empty text");
+    } else if (arg == "--stream") {
+      a.stream = true;
     } else if (arg == "--do-sample") {
       a.sampling.do_sample = true;
     } else if (arg == "--temperature") {
@@ -154,6 +166,11 @@ Args parse_args(int argc, char** argv) {
                        std::to_string(a.texts.size()) + " texts; give one --pair per --text");
     if (positional.size() != 1) throw UsageError("with --text/--input, give only OUTPUT_DIR");
   }
+  if (a.generate && a.text_mode() && !a.ids.empty()) throw UsageError("--generate takes --ids or a text prompt, not both");
+  if (a.generate && !a.pairs.empty()) throw UsageError("--generate takes prompts (--text), not --pair");
+  if (!a.generate && (!a.stop.empty() || a.stream))
+    throw UsageError(std::string(a.stream ? "--stream" : "--stop") + " applies to --generate");
+  if (a.stream && !a.text_mode()) throw UsageError("--stream prints text: give the prompt with --text or --input");
   if (positional.empty() || positional.size() > 2) throw UsageError("expected OUTPUT_DIR and an optional INPUT_JSON");
   a.directory = positional[0];
   if (positional.size() == 2) a.input = positional[1];
@@ -395,6 +412,36 @@ std::vector<TextItem> read_text_items(const Args& a) {
   return items;
 }
 
+// The model's non-finite values in one call, warned about in the Python runtime's words (NonFiniteOutputWarning).
+int64_t count_nonfinite(const hts::NamedTensors& out, OutJson& warnings, const std::string& directory) {
+  int64_t total = 0;
+  std::string where;
+  for (const auto& [name, t] : out) {
+    if (!t.is_floating_point()) continue;
+    const int64_t bad = (~torch::isfinite(t)).sum().item<int64_t>();
+    if (!bad) continue;
+    total += bad;
+    where += (where.empty() ? "" : ", ") + name + ": " + std::to_string(bad);
+  }
+  if (total)
+    warnings.push_back(directory + " returned " + std::to_string(total) + " NaN/infinite values (" + where +
+                       "): the answers for those inputs mean nothing; the model or its weights are broken for them "
+                       "(re-export: export refuses non-finite weights)");
+  return total;
+}
+
+// Floats in the document that JSON cannot hold (written as null).
+int64_t count_nulls(const OutJson& j) {
+  if (j.is_number_float()) return std::isfinite(j.get<float>()) ? 0 : 1;
+  int64_t n = 0;
+  if (j.is_structured())
+    for (const auto& v : j) n += count_nulls(v);
+  return n;
+}
+
+// `hf-torchscript run`'s exit status when the artifact returned NaN/inf values (the output is still written).
+constexpr int kExitNonFinite = 3;
+
 OutJson floats_of(const torch::Tensor& t) {
   auto f = t.to(torch::kCPU).to(torch::kFloat).contiguous();
   std::vector<int64_t> shape(f.sizes().begin(), f.sizes().end());
@@ -410,6 +457,7 @@ int run_texts(hts::Model& model, const Args& a) {
                      "feature-extraction do); pass token ids as JSON");
   OutJson results = OutJson::array();
   OutJson warnings = OutJson::array();
+  int64_t nonfinite = 0;
   for (size_t start = 0; start < items.size(); start += size_t(a.batch_size)) {
     size_t end = std::min(items.size(), start + size_t(a.batch_size));
     std::vector<std::string> texts, pairs;
@@ -427,6 +475,7 @@ int run_texts(hts::Model& model, const Args& a) {
                          " tokens, more than this artifact's max length " + std::to_string(model.max_length()) +
                          "; they were truncated");
     auto out = model.run(batch.inputs);
+    nonfinite += count_nonfinite(out, warnings, a.directory);
     for (size_t i = 0; i < texts.size(); ++i) {
       const auto row = int64_t(i);
       OutJson input;
@@ -476,8 +525,59 @@ int run_texts(hts::Model& model, const Args& a) {
   doc["model_type"] = model.manifest().value("model_type", "");
   doc["results"] = results;
   doc["similarity"] = nullptr;
+  const int64_t nulls = count_nulls(results);
+  if (nulls) warnings.push_back(std::to_string(nulls) + " NaN/infinite values were written as null");
   doc["warnings"] = warnings;
+  doc["nonfinite_outputs"] = std::max(nonfinite, nulls);
   for (const auto& w : doc["warnings"]) std::cerr << "warning: " << w.get<std::string>() << "\n";
+  std::cout << doc.dump(-1, ' ', false, OutJson::error_handler_t::replace) << "\n";
+  return std::max(nonfinite, nulls) ? kExitNonFinite : 0;
+}
+
+// --generate with text prompts: `hf-torchscript run ARTIFACT PROMPT --json`'s document, or the text as
+// it is generated (--stream, one line per prompt).
+int generate_texts(hts::Model& model, const Args& a) {
+  const auto items = read_text_items(a);
+  hts::Generator generator(model);
+  OutJson results = OutJson::array();
+  std::function<void(const std::string&)> on_text;
+  if (a.stream) on_text = [](const std::string& piece) { std::cout << piece << std::flush; };
+  for (const auto& item : items) {
+    if (item.has_pair) throw hts::Error("--generate takes prompts, not (text, pair) inputs");
+    auto g = generator.generate_text(item.text, a.sampling, a.stop, on_text);
+    if (a.stream) {
+      std::cout << "\n" << std::flush;
+      continue;
+    }
+    OutJson t;  // the Python runtime's timings keys
+    t["prefill_s"] = g.stats.prefill_s;
+    t["prompt_tokens"] = g.stats.prompt_tokens;
+    t["tokens"] = g.stats.tokens;
+    t["decode_s"] = g.stats.decode_s;
+    t["first_token_s"] = g.first_token_s;
+    t["total_s"] = g.total_s;
+    if (g.stats.tokens > 1 && g.stats.decode_s > 0) t["decode_tokens_per_s"] = double(g.stats.tokens - 1) / g.stats.decode_s;
+    if (g.stats.prefill_s > 0) t["prefill_tokens_per_s"] = double(g.stats.prompt_tokens) / g.stats.prefill_s;
+    OutJson o;
+    o["text"] = g.text;
+    o["token_ids"] = g.token_ids;
+    o["prompt_ids"] = g.prompt_ids;
+    o["finish_reason"] = g.finish_reason;
+    o["timings"] = t;
+    OutJson r;
+    r["input"] = {{"text", item.text}};
+    r["output"] = o;
+    results.push_back(r);
+  }
+  if (a.stream) return 0;
+  OutJson doc;
+  doc["schema"] = "hf-torchscript/run/1";
+  doc["artifact"] = a.directory;
+  doc["task"] = model.task();
+  doc["model_type"] = model.manifest().value("model_type", "");
+  doc["results"] = results;
+  doc["similarity"] = nullptr;
+  doc["warnings"] = OutJson::array();
   std::cout << doc.dump(-1, ' ', false, OutJson::error_handler_t::replace) << "\n";
   return 0;
 }
@@ -496,7 +596,8 @@ int main(int argc, char** argv) {
     if (args.threads > 0) at::set_num_threads(args.threads);
     hts::Model model(args.directory);
     if (args.generate) {
-      if (args.ids.empty()) throw hts::Error("--generate needs the prompt's token ids: --ids 1,2,3");
+      if (args.text_mode()) return generate_texts(model, args);
+      if (args.ids.empty()) throw hts::Error("--generate needs a prompt: --text PROMPT, or token ids: --ids 1,2,3");
       hts::Generator generator(model);
       const auto t0 = std::chrono::steady_clock::now();
       auto tokens = generator.generate(args.ids, args.sampling);

@@ -335,3 +335,52 @@ def test_cpp_generator_matches_the_python_runtime(trained, runner):
     r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(["40"] * (MAX_CACHE + 1))],
                        capture_output=True, text=True)
     assert r.returncode == 1 and f"KV cache holds {MAX_CACHE}" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cpp_text_generation_is_the_python_runtimes(trained, runner):
+    """hts_run --generate --text: the C++ tokenizer encodes the prompt and decodes the tokens; the run/1
+    document's results (text, ids, finish reason) equal `hf-torchscript run --json`'s, greedy, sampled,
+    with a stop string, streamed; the Python runtime is the reference (itself proven against generate)."""
+    _, out = trained("gpt2")
+    model = hts.load(out)
+    sents = _sentences()
+    prompts = [sents[i][: 8 + (i * 7) % 40] for i in range(0, 60, 6)] + ["é ü — “quoted” ñ", "And God"]
+    argv = [str(runner), str(out), "--generate", "--max-new-tokens", "20"]
+    for p in prompts:
+        argv += ["--text", p]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "hf-torchscript/run/1" and doc["task"] == "text-generation"
+    assert [x["input"]["text"] for x in doc["results"]] == prompts
+    finishes = set()
+    for p, res in zip(prompts, doc["results"]):
+        want = model.generate(p, max_new_tokens=20, details=True)
+        got = res["output"]
+        assert (got["prompt_ids"], got["token_ids"], got["text"], got["finish_reason"]) == (
+            want.prompt_ids, want.token_ids, want.text, want.finish_reason), p
+        assert got["timings"]["tokens"] == len(want.token_ids) and got["timings"]["prompt_tokens"] == len(want.prompt_ids)
+        finishes.add(got["finish_reason"])
+    assert "length" in finishes  # and every output above was compared, not just the first
+    # sampled, with a stop string taken from the greedy text (so it is met), and streamed
+    greedy = model.generate("And God said", max_new_tokens=30)
+    word = greedy.split()[2] if len(greedy.split()) > 2 else greedy[:3]
+    kw = dict(max_new_tokens=24, do_sample=True, temperature=0.9, top_k=40, top_p=0.95, seed=5)
+    flags = ["--max-new-tokens", "24", "--do-sample", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95",
+             "--seed", "5"]
+    for stop in ([], [word]):
+        want = model.generate("And God said", details=True, stop=stop, **kw)
+        stop_flags = [f for s in stop for f in ("--stop", s)]
+        r = subprocess.run([str(runner), str(out), "--generate", "--text", "And God said", *flags, *stop_flags],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)["results"][0]["output"]
+        assert (got["token_ids"], got["text"], got["finish_reason"]) == (want.token_ids, want.text, want.finish_reason)
+        streamed = subprocess.run([str(runner), str(out), "--generate", "--text", "And God said", "--stream", *flags,
+                                   *stop_flags], capture_output=True, text=True)
+        assert streamed.returncode == 0 and streamed.stdout == want.text + "\n", streamed.stderr
+    cut = model.generate("And God said", max_new_tokens=30, stop=[word], details=True)
+    assert cut.finish_reason == "stop" and word not in cut.text  # the stop case above was really exercised
+    bad = subprocess.run([str(runner), str(out), "--generate", "--text", "x", "--ids", "1,2"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "not both" in bad.stderr
