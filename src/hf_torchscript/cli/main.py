@@ -219,7 +219,7 @@ EXIT_NONFINITE = 3
 
 def nonfinite_exit(doc: dict, nonfinite: int, json_mode: bool) -> int:
     """0, or EXIT_NONFINITE when the model or the written document holds NaN/inf values: never a quiet nan."""
-    if nonfinite:
+    if nonfinite or doc.get("nonfinite_outputs"):  # finish() already turned the document's NaNs into nulls
         return EXIT_NONFINITE
     from . import display
 
