@@ -77,6 +77,9 @@ def test_slow_options_name_the_instruction_set_and_the_measurement():
     assert "avx512_vnni" in int8 and "not measured" in int8
     assert cpu.slow_options("bfloat16", None, cpu_flags=AMX_XEON) == []
     assert cpu.slow_options("float32", "dynamic-int8", cpu_flags=AMX_XEON) == []
+    (aten,) = cpu.slow_options("float32", "dynamic-int8-aten", cpu_flags=AVX2_EPYC)
+    assert "aten::_int_mm" in aten and "40x slower" in aten
+    assert cpu.slow_options("float32", "dynamic-int8-aten", cpu_flags=AMX_XEON) == []
     assert cpu.slow_options("float32", None, cpu_flags=AVX2_EPYC) == []
     assert cpu.slow_options("bfloat16", None, backend="neuronx", cpu_flags=AVX2_EPYC) == []  # the chip computes
     assert cpu.slow_options("bfloat16", None, cpu_flags=frozenset()) == []  # unknown CPU: no guess

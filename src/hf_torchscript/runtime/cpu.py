@@ -47,6 +47,8 @@ BF16_MEASURED = ("measured on an AVX2-only AMD EPYC (no bf16 instructions): the 
                  "slower than eager float32 (BERT-base, 1x16..1x512); with AMX it ran 0.25-0.33x (bench/RESULTS.md)")
 INT8_MEASURED = ("the int8 speed-up measured here (0.44x of eager float32 at 8x128, bench/RESULTS.md) was on a "
                  "CPU with VNNI/AMX; without them it was not measured")
+INT8_ATEN_MEASURED = ("its int8 GEMM (aten::_int_mm) ran 40x slower than a float32 matmul of the same shape on an "
+                      "AVX2-only AMD EPYC (512x384 @ 384x1536)")
 
 
 class CpuWarning(UserWarning):
@@ -153,6 +155,9 @@ def slow_options(dtype: str, quantize: str | None, backend: str = "torchscript",
     if quantize == "dynamic-int8" and not has_int8_dot(f):
         notes.append("int8 on a CPU without int8 dot-product instructions (no avx512_vnni, avx_vnni or amx_int8): "
                      f"{INT8_MEASURED}; use --optimize auto to measure it here")
+    if quantize == "dynamic-int8-aten" and not has_int8_dot(f):
+        notes.append("dynamic-int8-aten on a CPU without int8 dot-product instructions (no avx512_vnni, avx_vnni or "
+                     f"amx_int8): {INT8_ATEN_MEASURED}; export float32 (it is smaller, not faster, here)")
     return notes
 
 
