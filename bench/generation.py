@@ -131,7 +131,9 @@ def main(argv=None) -> int:
     new = a.new_tokens or (8 if a.smoke else 64)
     repeats = a.repeats or (1 if a.smoke else 5)
     src, out = build(Path(a.workdir), a.smoke, max(prompts) + new + 1)
-    doc = {"machine": machine(), "smoke": a.smoke, "results": []}
+    doc = {"command": " ".join(["python bench/generation.py", *(argv if argv is not None else sys.argv[1:])]),
+           "model": "a 4-layer llama (hidden 512, 8 heads, 4 KV heads, vocab 4096), random weights" if not a.smoke
+           else "a 2-layer llama (hidden 64), random weights", "machine": machine(), "smoke": a.smoke, "results": []}
     for prompt in prompts:
         for v in a.variants.split(","):
             r = subprocess.run([sys.executable, __file__, "--child", v, str(src), str(out), str(prompt), str(new),
