@@ -384,3 +384,93 @@ def test_cpp_text_generation_is_the_python_runtimes(trained, runner):
     bad = subprocess.run([str(runner), str(out), "--generate", "--text", "x", "--ids", "1,2"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "not both" in bad.stderr
+
+
+def test_openai_completions_are_the_runtimes_whole_and_streamed(trained):
+    """`serve` on a text-generation artifact, driven by the openai client: POST /v1/completions greedy
+    (temperature 0), seeded sampling and stop strings give the runtime's text, finish reason and token
+    counts; streamed pieces join to the same text; a client that leaves mid-stream frees the model."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("uvicorn", reason="pip install 'hf-torchscript[serve]'")
+    from servers import Running
+
+    from hf_torchscript.serving.http import ServerOptions, build_app
+
+    _, out = trained("gpt2")
+    model = hts.load(out)
+    running = Running(build_app(out, ServerOptions(), model=hts.load(out)))
+    finish = {"eos": "stop", "stop": "stop", "length": "length", "cache": "length"}
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+        sents = _sentences()
+        prompts = [sents[i][: 10 + (i * 5) % 30] for i in range(3, 50, 8)] + ["é ü — “quoted” ñ"]
+        reasons = set()
+        for p in prompts:
+            want = model.generate(p, max_new_tokens=12, details=True)
+            r = client.completions.create(model="gen", prompt=p, max_tokens=12, temperature=0)
+            assert (r.choices[0].text, r.choices[0].finish_reason) == (want.text, finish[want.finish_reason]), p
+            assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(want.prompt_ids), len(want.token_ids))
+            assert r.object == "text_completion" and r.model == "gen"
+            chunks = list(client.completions.create(model="gen", prompt=p, max_tokens=12, temperature=0, stream=True))
+            assert "".join(c.choices[0].text for c in chunks) == want.text
+            assert [c.choices[0].finish_reason for c in chunks][-1] == finish[want.finish_reason]
+            reasons.add(want.finish_reason)
+        assert "length" in reasons
+        # Seeded sampling (top_k is vLLM's extension field), with and without a stop string that the
+        # greedy text shows is met.
+        greedy = model.generate("And God said", max_new_tokens=30)
+        word = greedy.split()[2] if len(greedy.split()) > 2 else greedy[:3]
+        for stop in ([], [word]):
+            want = model.generate("And God said", max_new_tokens=24, do_sample=True, temperature=0.9, top_k=40,
+                                  top_p=0.95, seed=5, stop=stop, details=True)
+            kw = dict(model="gen", prompt="And God said", max_tokens=24, temperature=0.9, top_p=0.95, seed=5,
+                      stop=stop or None, extra_body={"top_k": 40})
+            r = client.completions.create(**kw)
+            assert (r.choices[0].text, r.choices[0].finish_reason) == (want.text, finish[want.finish_reason])
+            chunks = list(client.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+            assert "".join(c.choices[0].text for c in chunks if c.choices) == want.text
+            assert chunks[-1].usage.completion_tokens == len(want.token_ids) and not chunks[-1].choices
+        assert model.generate("And God said", max_new_tokens=30, stop=[word], details=True).finish_reason == "stop"
+        # Several prompts in one request: one choice each, in order.
+        r = client.completions.create(model="gen", prompt=prompts[:2], max_tokens=6, temperature=0)
+        assert [c.index for c in r.choices] == [0, 1]
+        assert [c.text for c in r.choices] == [model.generate(p, max_new_tokens=6) for p in prompts[:2]]
+        # A client that goes away mid-stream: the generation stops and the next request is answered.
+        with httpx_stream(running.url + "/v1/completions", {"prompt": "And God", "max_tokens": 80, "stream": True,
+                                                            "temperature": 0}) as lines:
+            assert next(lines).startswith("data: {")
+        r = client.completions.create(model="gen", prompt="And", max_tokens=3, temperature=0, timeout=60)
+        assert r.choices[0].text == model.generate("And", max_new_tokens=3)
+        # Bad requests: OpenAI's error shape, one line that says what to do.
+        for kw, message in ((dict(n=2), '"n" 2 is not served'), (dict(logprobs=2), '"logprobs" 2 is not served'),
+                            (dict(temperature=3), '"temperature" must be a number from 0 to 2'),
+                            (dict(stop=["a", "b", "c", "d", "e"]), '"stop" must be'),
+                            (dict(extra_body={"seed": "x"}), '"seed" must be an integer'),
+                            (dict(extra_body={"top_k": 0}), '"top_k" must be a positive integer'),
+                            (dict(top_p=0), '"top_p" must be a number in'),
+                            (dict(max_tokens=0), '"max_tokens" must be a positive integer'),
+                            (dict(extra_body={"echo": True}), '"echo" true is not served'),
+                            (dict(prompt="and " * (2 * MAX_CACHE)), f"KV cache holds {MAX_CACHE}"),
+                            (dict(prompt=[1, 2, 3]), "token ids is not served")):
+            kw = dict(dict(model="gen", prompt="And", max_tokens=2), **kw)
+            with pytest.raises(openai.BadRequestError, match=message.replace("(", r"\(")):
+                client.completions.create(**kw)
+        with pytest.raises(openai.BadRequestError, match="/v1/embeddings answers"):
+            client.embeddings.create(model="gen", input="x")
+    finally:
+        running.stop()
+
+
+def httpx_stream(url: str, body: dict):
+    """The lines of a streamed POST, closed (the client goes away) when the with-block ends."""
+    import contextlib
+
+    import httpx
+
+    @contextlib.contextmanager
+    def opened():
+        with httpx.Client(timeout=60) as c, c.stream("POST", url, json=body) as r:
+            assert r.status_code == 200
+            yield (line for line in r.iter_lines() if line)
+
+    return opened()

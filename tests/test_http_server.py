@@ -27,32 +27,13 @@ pytest.importorskip("starlette", reason="pip install 'hf-torchscript[serve]'")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install 'hf-torchscript[serve]'")
 httpx = pytest.importorskip("httpx", reason="pip install 'hf-torchscript[test]'")
 
+from servers import Running as _Running  # noqa: E402
+
 from hf_torchscript.serving.http import KEEP_ALIVE_S, ServerOptions, build_app  # noqa: E402
 
 SRC = str(Path(__file__).parents[1] / "src")
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
              "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods."]
-
-
-class _Running:
-    """uvicorn serving an app in a thread on a free port of 127.0.0.1."""
-
-    def __init__(self, app, **config):
-        config.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                                    lifespan="on", **config))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.time() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-        self.engine = app.state.engine
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -483,8 +483,9 @@ def cmd_serve(a) -> int:
     from ..serving.http import serve
 
     def ready(url: str) -> None:
-        print(f"serving {a.artifact} at {url}: TEI's routes (POST /embed, /predict, /rerank, ...), OpenAI's "
-              "/v1/embeddings, GET /info; Ctrl-C stops", flush=True)
+        routes = ("OpenAI's POST /v1/completions (streamed with \"stream\": true)" if manifest["task"] in
+                  task_names("kv_cache") else "TEI's routes (POST /embed, /predict, /rerank, ...), OpenAI's /v1/embeddings")
+        print(f"serving {a.artifact} at {url}: {routes}, GET /info; Ctrl-C stops", flush=True)
 
     serve(a.artifact, host=a.host, port=a.port, options=options, verify=not a.no_verify, on_ready=ready)
     _err("stopped")

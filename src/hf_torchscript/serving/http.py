@@ -25,6 +25,7 @@ import asyncio
 import base64
 import json
 import math
+import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,14 @@ ROUTES = {
     "embed": ("/embed", "/v1/embeddings", "/similarity"),
     "embed_all": ("/embed_all",),
     "classify": ("/predict", "/rerank"),
+    "generate": ("/v1/completions",),
 }
+
+# OpenAI completion fields that only have a neutral value here: any other value is refused (400), never ignored.
+_NEUTRAL = {"n": 1, "best_of": 1, "echo": False, "logprobs": None, "presence_penalty": 0, "frequency_penalty": 0,
+            "suffix": None, "logit_bias": None}
+_COMPLETION_FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream",
+                      "stream_options", "user", *_NEUTRAL)
 
 
 def _tei(task: str | None) -> str | None:
@@ -143,6 +151,7 @@ class Engine:
         self.plain.no_padding()
         self.plain.no_truncation()
         self.labels = None
+        self.generates = _tei(self.task) == "generate"  # a decode loop, one sequence at a time: no batcher
         if _tei(self.task) == "classify":
             n = int(self.manifest["outputs"][0]["shape"][-1]) if isinstance(
                 self.manifest["outputs"][0]["shape"][-1], int) else None
@@ -286,8 +295,35 @@ class Engine:
         except InputError as e:
             raise RequestError(str(e), "validation", 400) from None
 
+    def generate(self, prompt: str, cfg, pieces=None, cancelled=None) -> dict:
+        """Worker thread: one generation (text-generation artifacts), the Generation fields as a dict.
+
+        ``pieces(text)`` receives the text as it is generated (the runtime's stream: whole characters,
+        stop strings held back); ``cancelled()`` true stops it after the current token (the client left)."""
+        result: dict = {}
+        t0 = time.perf_counter()
+        for piece in self.model.generator().stream(prompt, cfg, result=result):
+            if pieces is not None:
+                pieces(piece)
+            if cancelled is not None and cancelled():
+                result.setdefault("finish_reason", "cancelled")
+                break
+        m = self.metrics
+        m.inputs += 1
+        m.tokens += len(result.get("token_ids", ()))
+        m.inference_s += time.perf_counter() - t0
+        return result
+
     def warm_up(self) -> None:
         """Run the model twice on a short text (TorchScript optimizes on its first calls), before serving."""
+        if self.generates:
+            from ..runtime.generation import sampling
+
+            for _ in range(2):
+                self.generate("warm up", sampling(max_new_tokens=2))
+            self.metrics.inputs = self.metrics.tokens = 0
+            self.metrics.inference_s = 0.0
+            return
         enc = self.tokenizers["right"].encode("warm up")
         for _ in range(2):
             self._run([enc])
@@ -429,7 +465,8 @@ class Server:
         self.engine = engine
         task_routes = set(ROUTES.get(_tei(engine.task), ()))
         posts = {"/embed": self.embed, "/embed_all": self.embed_all, "/v1/embeddings": self.openai_embeddings,
-                 "/similarity": self.similarity, "/predict": self.predict, "/rerank": self.rerank}
+                 "/similarity": self.similarity, "/predict": self.predict, "/rerank": self.rerank,
+                 "/v1/completions": self.completions}
         routes = [Route("/", self._wrap("/", self.root), methods=["POST"]),
                   Route("/tokenize", self._wrap("/tokenize", self.tokenize_route), methods=["POST"]),
                   Route("/decode", self._wrap("/decode", self.decode), methods=["POST"]),
@@ -799,6 +836,130 @@ class Server:
 
         return PlainTextResponse(self.engine.metrics.text(self.engine), media_type="text/plain; version=0.0.4")
 
+    # -- OpenAI completions (text-generation) ----------------------------------------------------
+
+    async def completions(self, data, timing):
+        """OpenAI's POST /v1/completions: the artifact's decode loop, whole or streamed (server-sent events).
+
+        Sampling follows OpenAI's defaults, as vLLM does: temperature 1 (0 is greedy), top_p 1, max_tokens 16.
+        Prompts run one after another (one sequence at a time: the KV cache is the model's state)."""
+        from ..errors import InputError, OptionError
+        from ..runtime.generation import sampling
+
+        body = self._object(data)
+        _unknown(body, _COMPLETION_FIELDS)
+        for name, neutral in _NEUTRAL.items():
+            if name in body and body[name] != neutral and not (neutral == 0 and body[name] == 0.0):
+                raise RequestError(f'"{name}" {json.dumps(body[name])[:50]} is not served (only {json.dumps(neutral)}); '
+                                   "leave it out", "validation", 400)
+        if "prompt" not in body:
+            raise RequestError('no "prompt"; send {"prompt": "some text", "max_tokens": 16}', "validation", 400)
+        if isinstance(body["prompt"], list) and body["prompt"] and isinstance(body["prompt"][0], (int, list)):
+            raise RequestError('"prompt" as token ids is not served; send a string', "validation", 400)
+        prompts, _ = _texts(body["prompt"], "prompt", self.engine.options.max_client_batch_size)
+        max_tokens = body.get("max_tokens", 16)
+        if max_tokens is None:
+            max_tokens = 16
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise RequestError(f'"max_tokens" must be a positive integer, got {json.dumps(max_tokens)[:50]}',
+                               "validation", 400)
+        temperature = body.get("temperature", 1.0)
+        temperature = 1.0 if temperature is None else temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+            raise RequestError(f'"temperature" must be a number from 0 to 2, got {json.dumps(temperature)[:50]}',
+                               "validation", 400)
+        stop = body.get("stop")
+        stop = [stop] if isinstance(stop, str) else (stop or [])
+        if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(x, str) and x for x in stop):
+            raise RequestError('"stop" must be a non-empty string or a list of up to 4 of them', "validation", 400)
+        stream = _flag(body, "stream", False)
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict) or set(options) - {"include_usage"}:
+            raise RequestError('"stream_options" takes {"include_usage": true|false}', "validation", 400)
+        include_usage = _flag(options, "include_usage", False)
+        seed = body.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63):
+            raise RequestError(f'"seed" must be an integer from 0 to 2^63-1, got {json.dumps(seed)[:50]}', "validation",
+                               400)
+        top_k, top_p = body.get("top_k"), body.get("top_p")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise RequestError(f'"top_k" must be a positive integer (or null), got {json.dumps(top_k)[:50]}',
+                               "validation", 400)
+        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+            raise RequestError(f'"top_p" must be a number in (0, 1], got {json.dumps(top_p)[:50]}', "validation", 400)
+        greedy = temperature == 0
+        try:
+            cfg = sampling(max_new_tokens=max_tokens, do_sample=not greedy, temperature=1.0 if greedy else temperature,
+                           top_k=top_k, top_p=None if top_p == 1 else top_p, seed=seed, stop=stop)
+        except (InputError, OptionError) as e:  # anything else the runtime's own checks refuse
+            raise RequestError(str(e), "validation", 400) from None
+        for p in prompts:  # a prompt longer than the cache: 400 before anything streams
+            try:
+                self.engine.model.generator().check_prompt(self.engine.model.generator().encode(p))
+            except InputError as e:
+                raise RequestError(str(e), "validation", 400) from None
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        head = {"id": f"cmpl-{os.urandom(12).hex()}", "object": "text_completion", "created": int(time.time()),
+                "model": model or self.model_id}
+        loop = asyncio.get_running_loop()
+        if not stream:
+            choices, prompt_tokens, completion_tokens = [], 0, 0
+            for i, p in enumerate(prompts):
+                r = await loop.run_in_executor(self.engine.executor, self.engine.generate, p, cfg)
+                choices.append({"text": r["text"], "index": i, "logprobs": None,
+                                "finish_reason": _openai_finish(r["finish_reason"])})
+                prompt_tokens += len(r["prompt_ids"])
+                completion_tokens += len(r["token_ids"])
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt_tokens + completion_tokens}
+            return head | {"choices": choices, "usage": usage}, {"x-compute-time": int(
+                (time.perf_counter() - timing["start"]) * 1000)}
+        return self._stream_completions(head, prompts, cfg, include_usage)
+
+    def _stream_completions(self, head: dict, prompts: list, cfg, include_usage: bool):
+        """Server-sent events as OpenAI streams them: one chunk per piece of text, a last chunk per prompt
+        with its finish_reason, the usage chunk when asked, then ``data: [DONE]``. A client that goes away
+        stops the generation after the current token."""
+        import threading
+
+        from starlette.responses import StreamingResponse
+
+        engine = self.engine
+
+        def event(payload) -> bytes:
+            return b"data: " + _dumps(payload) + b"\n\n"
+
+        async def events():
+            loop = asyncio.get_running_loop()
+            gone = threading.Event()
+            usage = {"prompt_tokens": 0, "completion_tokens": 0}
+            try:
+                for i, p in enumerate(prompts):
+                    queue: asyncio.Queue = asyncio.Queue()
+
+                    def pieces(text, queue=queue):
+                        loop.call_soon_threadsafe(queue.put_nowait, text)
+
+                    job = loop.run_in_executor(engine.executor, engine.generate, p, cfg, pieces, gone.is_set)
+                    job.add_done_callback(lambda _f, queue=queue: loop.call_soon_threadsafe(queue.put_nowait, None))
+                    while (text := await queue.get()) is not None:
+                        yield event(head | {"choices": [{"text": text, "index": i, "logprobs": None,
+                                                         "finish_reason": None}]})
+                    r = await job
+                    usage["prompt_tokens"] += len(r["prompt_ids"])
+                    usage["completion_tokens"] += len(r["token_ids"])
+                    yield event(head | {"choices": [{"text": "", "index": i, "logprobs": None,
+                                                     "finish_reason": _openai_finish(r["finish_reason"])}]})
+                if include_usage:
+                    yield event(head | {"choices": [], "usage": usage | {
+                        "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}})
+                yield b"data: [DONE]\n\n"
+            finally:
+                gone.set()  # the client left (or the stream ended): the worker stops after its current token
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
     # -- POST / ----------------------------------------------------------------------------------
 
     async def root(self, data, timing):
@@ -835,10 +996,16 @@ class Server:
             truncate = _flag(params, "truncate", _flag(body, "truncate", False))
             _, rows, headers = await self._encode_and_run(texts, timing, truncate=truncate)
             return [self._predictions(r["logits"], False, top_k, fn) for r in rows], headers
+        if kind == "generate":
+            raise RequestError(f"this artifact is {task}: send OpenAI's POST /v1/completions "
+                               '{"prompt": "...", "max_tokens": 16}', "validation", 400)
         raise RequestError(f'{{"inputs": ...}} answers embedding and classification models; this artifact is {task}: '
                            'send {"texts": [...]} for `run --json`\'s document', "validation", 400)
 
     async def _run_schema(self, body):
+        if self.engine.generates:
+            raise RequestError(f"this artifact is {self.engine.task}: send OpenAI's POST /v1/completions "
+                               '{"prompt": "...", "max_tokens": 16}', "validation", 400)
         _unknown(body, _RUN_FIELDS)
         limit = self.engine.options.max_client_batch_size
         texts, _ = _texts(body["texts"], "texts", limit, allow_single=False)
@@ -886,6 +1053,12 @@ def _predict_inputs(value, limit: int) -> tuple[list, bool]:
     return out, False
 
 
+def _openai_finish(reason: str) -> str:
+    """The runtime's finish reason in OpenAI's words: it ended by itself or at a stop string ("stop"), or at
+    max_tokens or a full KV cache ("length")."""
+    return "stop" if reason in ("eos", "stop", "cancelled") else "length"
+
+
 def _dumps(payload) -> bytes:
     try:
         return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
@@ -923,7 +1096,7 @@ def check_servable(manifest: dict, directory) -> None:
     if not manifest.get("tokenizer"):
         raise OptionError(f"{directory} ({task}) has no tokenizer; the server takes texts: re-export it from a model "
                           "directory that has one")
-    if task in TASKS and not TASKS[task].plain_texts:
+    if task in TASKS and not TASKS[task].plain_texts and _tei(task) != "generate":  # prompts: /v1/completions
         raise OptionError(f"{directory} is {task}, which does not take plain texts; the server answers text tasks")
 
 

@@ -65,8 +65,9 @@ class Task:
     # nearest neighbour of the pooled ``answer_embedding`` output.
     answer_figure: str | None = None
     # serving/http.py: what the TEI-style server answers for the task: "embed" (one vector per text: /embed,
-    # /v1/embeddings, /similarity), "embed_all" (vectors per token: /embed_all), "classify" (/predict, /rerank);
-    # None: only what every artifact gets (/, /tokenize, /decode, /info, /health, /metrics).
+    # /v1/embeddings, /similarity), "embed_all" (vectors per token: /embed_all), "classify" (/predict, /rerank),
+    # "generate" (OpenAI's /v1/completions, whole or streamed); None: only what every artifact gets (/,
+    # /tokenize, /decode, /info, /health, /metrics).
     tei: str | None = None
     answer_inputs: Callable | None = None
     answer_agree: Callable | None = None

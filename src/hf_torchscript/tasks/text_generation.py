@@ -12,7 +12,7 @@ from .base import Task
 
 TEXT_GENERATION = Task(
     "text-generation", "AutoModelForCausalLM", {"logits": (1, "sequence_length", "*")},
-    decoder_order=3, kv_cache=True,
+    decoder_order=3, kv_cache=True, tei="generate",
     triton_tokenizer_refusal="a generation artifact runs a decode loop (prefill, then one token per call), which "
                              "Triton's one-shot libtorch backend does not drive",
 )
