@@ -258,6 +258,31 @@ def test_oversized_body_is_413_and_extra_requests_are_429(embed_server):
     assert r.status_code == 429 and r.json()["error_type"] == "overloaded" and r.headers["retry-after"] == "1"
 
 
+def test_nan_from_the_model_is_a_500_that_says_so_never_a_quiet_null(embed_server, monkeypatch):
+    # Issue 24: a broken artifact's NaN/inf answer is the model's error (TEI's "backend", 500), counted in
+    # /metrics; the run --json route keeps its own strict document (nulls + nonfinite_outputs).
+    engine = embed_server.engine
+    real = engine._run
+
+    def broken(encodings):
+        rows = real(encodings)
+        for r in rows:
+            r["sentence_embedding"] = r["sentence_embedding"].clone()
+            r["sentence_embedding"][:2] = torch.tensor([float("nan"), float("inf")])
+        return rows
+
+    monkeypatch.setattr(engine, "_run", broken)
+    before = engine.metrics.failures.get("backend", 0)
+    r = httpx.post(embed_server.url + "/embed", json={"inputs": ["a", "b"], "normalize": False})
+    assert r.status_code == 500 and r.json()["error_type"] == "backend"
+    assert r.json()["error"].startswith("the model returned 4 NaN/infinite values for this request")
+    r = httpx.post(embed_server.url + "/v1/embeddings", json={"input": "a"})
+    assert r.status_code == 500 and "NaN/infinite" in r.json()["error"]["message"]
+    assert engine.metrics.failures["backend"] == before + 2
+    monkeypatch.setattr(engine, "_run", real)
+    assert httpx.post(embed_server.url + "/embed", json={"inputs": "a"}).status_code == 200
+
+
 def test_options_are_checked():
     with pytest.raises(hts.OptionError, match="--max-batch-tokens 100 is less than the artifact's max length 256"):
         ServerOptions(max_batch_tokens=100).check(256)

@@ -539,13 +539,23 @@ class Server:
             if isinstance(result, Response):
                 return result
             payload, headers = result
+            try:
+                content = _dumps(payload)
+            except ValueError:  # NaN/inf from the model: a broken answer is an error, never a quiet null (issue 24)
+                from ..runtime.document import strict
+
+                m.failures["backend"] = m.failures.get("backend", 0) + 1
+                _, bad = strict(payload)
+                return _error_response(RequestError(
+                    f"the model returned {bad} NaN/infinite values for this request; the artifact or its weights are "
+                    "broken for this input (check it with `hf-torchscript validate`)", "backend"), openai=openai)
             total = time.perf_counter() - t0
             headers = {k: str(v) for k, v in headers.items()}
             if "x-compute-time" in headers or "x-inference-time" in headers:
                 headers["x-total-time"] = str(int(total * 1000))
                 headers.setdefault("x-compute-time", headers["x-total-time"])
                 headers["x-compute-type"] = "cpu"
-            return Response(_dumps(payload), media_type="application/json", headers=headers)
+            return Response(content, media_type="application/json", headers=headers)
 
         return endpoint
 
@@ -1060,20 +1070,8 @@ def _openai_finish(reason: str) -> str:
 
 
 def _dumps(payload) -> bytes:
-    try:
-        return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
-    except ValueError:  # a NaN/inf from the model: strict JSON writes it as null
-        return json.dumps(_finite(payload), separators=(",", ":")).encode()
-
-
-def _finite(x):
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
+    """Strict JSON (a NaN/inf raises ValueError: the caller answers it as the model's error, never as null)."""
+    return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _error_response(e: RequestError, *, openai: bool = False):
