@@ -82,7 +82,7 @@ class ExportResult:
 
     def _tuning_line(self) -> str:
         t = self.tuning
-        quiet = "" if t.get("quiet") else ", load average above 1: not evidence"
+        quiet = "" if t.get("quiet") else ", the machine was busy while it timed: not evidence"
         return f"--optimize auto chose {t['winner']} ({t['why']}{quiet})"
 
 
