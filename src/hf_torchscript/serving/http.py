@@ -863,7 +863,7 @@ class Server:
         body = self._object(data)
         _unknown(body, _COMPLETION_FIELDS)
         for name, neutral in _NEUTRAL.items():
-            if name in body and body[name] != neutral and not (neutral == 0 and body[name] == 0.0):
+            if name in body and body[name] != neutral:  # 0.0 == 0: a float penalty of zero is neutral too
                 raise RequestError(f'"{name}" {json.dumps(body[name])[:50]} is not served (only {json.dumps(neutral)}); '
                                    "leave it out", "validation", 400)
         if "prompt" not in body:
@@ -907,9 +907,10 @@ class Server:
                            top_k=top_k, top_p=None if top_p == 1 else top_p, seed=seed, stop=stop)
         except (InputError, OptionError) as e:  # anything else the runtime's own checks refuse
             raise RequestError(str(e), "validation", 400) from None
+        generator = self.engine.model.generator()
         for p in prompts:  # a prompt longer than the cache: 400 before anything streams
             try:
-                self.engine.model.generator().check_prompt(self.engine.model.generator().encode(p))
+                generator.check_prompt(generator.encode(p))
             except InputError as e:
                 raise RequestError(str(e), "validation", 400) from None
         model = body.get("model") if isinstance(body.get("model"), str) else None
@@ -959,7 +960,13 @@ class Server:
                     while (text := await queue.get()) is not None:
                         yield event(head | {"choices": [{"text": text, "index": i, "logprobs": None,
                                                          "finish_reason": None}]})
-                    r = await job
+                    try:
+                        r = await job
+                    except Exception as e:  # noqa: BLE001 - headers are sent: the error is the stream's last event
+                        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                        yield event({"error": {"message": f"the model failed: {type(e).__name__}: {first}",
+                                               "type": "backend", "code": 500}})
+                        return
                     usage["prompt_tokens"] += len(r["prompt_ids"])
                     usage["completion_tokens"] += len(r["token_ids"])
                     yield event(head | {"choices": [{"text": "", "index": i, "logprobs": None,
