@@ -441,6 +441,22 @@ def test_openai_completions_are_the_runtimes_whole_and_streamed(trained):
             assert next(lines).startswith("data: {")
         r = client.completions.create(model="gen", prompt="And", max_tokens=3, temperature=0, timeout=60)
         assert r.choices[0].text == model.generate("And", max_new_tokens=3)
+        # A model that fails mid-stream: the headers are sent, so the stream's last event is the error.
+        real = running.engine.generate
+
+        def failing(prompt, cfg, pieces=None, cancelled=None):
+            pieces("partial")
+            raise RuntimeError("the kernel failed")
+
+        running.engine.generate = failing
+        try:
+            with httpx_stream(running.url + "/v1/completions", {"prompt": "And", "stream": True}) as lines:
+                events = [json.loads(line[len("data: "):]) for line in lines]
+        finally:
+            running.engine.generate = real
+        assert events[0]["choices"][0]["text"] == "partial"
+        assert events[-1] == {"error": {"message": "the model failed: RuntimeError: the kernel failed",
+                                        "type": "backend", "code": 500}}
         # Bad requests: OpenAI's error shape, one line that says what to do.
         for kw, message in ((dict(n=2), '"n" 2 is not served'), (dict(logprobs=2), '"logprobs" 2 is not served'),
                             (dict(temperature=3), '"temperature" must be a number from 0 to 2'),
