@@ -857,7 +857,7 @@ class Server:
 
         Sampling follows OpenAI's defaults, as vLLM does: temperature 1 (0 is greedy), top_p 1, max_tokens 16.
         Prompts run one after another (one sequence at a time: the KV cache is the model's state)."""
-        from ..errors import InputError, OptionError
+        from ..errors import InputError
         from ..runtime.generation import sampling
 
         body = self._object(data)
