@@ -4,12 +4,16 @@
     python bench/generation.py --smoke         # tiny sizes, to check the script on a busy machine
 
 Variants, each in its own process (so peak RSS is its own): ``artifact`` (our text-generation
-export, TorchScript, driven by hf_torchscript.runtime.generation), ``eager`` (transformers generate, its
+export, TorchScript, driven by hf_torchscript.runtime.generation, with export's default KV cache of 2048
+positions: what a user gets), ``artifact-fit`` (the same with the cache sized to prompt + new tokens,
+as transformers sizes its static cache), ``eager`` (transformers generate, its
 default dynamic cache), ``static`` (generate with cache_implementation="static"), ``compiled``
 (static cache + torch.compile of the forward). Decode speed does not depend on the weights, so
 the model is random; greedy with EOS disabled, so every variant generates exactly N tokens.
 Prefill = time of a 1-token generation; decode tokens/s = (N - 1) / (time(N) - time(1)); medians
-of --repeats after a warm-up run. The machine (CPU model, ISA, load average) is recorded: results
+of --repeats after a warm-up run. ``floor``: the time of the model's fp32 weight matrices alone at one
+token (one GEMV each, torch's best of ``linear(x, W)`` and ``x @ W^T``): no fp32 decode step on this CPU
+can be faster, so it bounds what any variant can reach. The machine (CPU model, ISA, load average) is recorded: results
 taken while the load average is above 1 are not evidence (the JSON says so).
 """
 
@@ -26,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("artifact", "eager", "static", "compiled")
+VARIANTS = ("artifact", "artifact-fit", "eager", "static", "compiled")
+DEFAULT_CACHE = 2048  # exporter.generation.DEFAULT_MAX_CACHE_LEN
 
 
 def machine() -> dict:
@@ -39,23 +44,56 @@ def machine() -> dict:
             "load_average": round(load, 2), "quiet": load <= 1.0, "torch": torch.__version__}
 
 
-def build(workdir: Path, smoke: bool, max_cache: int) -> tuple[Path, Path]:
+def build(workdir: Path, smoke: bool, fit_cache: int) -> tuple[Path, dict[str, Path]]:
+    """The source model and two exports: the default cache and one sized to the generation."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import hf_torchscript as hts
 
-    src, out = workdir / "src", workdir / "out"
-    if not (out / "manifest.json").is_file():
+    src = workdir / "src"
+    outs = {"artifact": workdir / "out", "artifact-fit": workdir / f"out-fit{fit_cache}"}
+    if not (src / "config.json").is_file():
         torch.manual_seed(0)
         size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128) if smoke else \
             dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1376)
         cfg = AutoConfig.for_model("llama", vocab_size=4096, num_key_value_heads=size["num_attention_heads"] // 2,
-                                   max_position_embeddings=max_cache, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                                   **size)
+                                   max_position_embeddings=DEFAULT_CACHE, bos_token_id=1, eos_token_id=2,
+                                   pad_token_id=0, **size)
         AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
-        hts.export(src, out, task="text-generation", max_cache_len=max_cache, force=True)
-    return src, out
+    for name, cache in (("artifact", None), ("artifact-fit", fit_cache)):
+        if not (outs[name] / "manifest.json").is_file():
+            hts.export(src, outs[name], task="text-generation", max_cache_len=cache, force=True)
+    return src, outs
+
+
+def gemv_floor(src: Path, repeats: int = 50) -> dict:
+    """Every fp32 weight matrix of the model once at one token: the least time an fp32 decode step can take."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src).eval()
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    transposed = [w.t().contiguous() for w in weights]
+    xs = {w.shape[1]: torch.randn(1, w.shape[1]) for w in weights}
+
+    def linear():
+        for w in weights:
+            torch.nn.functional.linear(xs[w.shape[1]], w)
+
+    def matmul():
+        for wt in transposed:
+            torch.matmul(xs[wt.shape[0]], wt)
+
+    out = {}
+    with torch.no_grad():
+        for name, fn in (("linear", linear), ("matmul_transposed", matmul)):
+            for _ in range(5):
+                fn()
+            out[name + "_ms"] = statistics.median(_time(lambda _: fn(), 0) for _ in range(repeats)) * 1e3
+    best = min(out.values())
+    return {**{k: round(v, 3) for k, v in out.items()}, "weights_mb": round(sum(w.numel() for w in weights) * 4 / 1e6, 1),
+            "max_decode_tokens_per_s": round(1e3 / best, 1)}
 
 
 def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int) -> dict:
@@ -64,7 +102,7 @@ def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int)
 
     ids = torch.randint(3, 4000, (1, prompt), generator=torch.Generator().manual_seed(prompt)).tolist()[0]
     t0 = time.perf_counter()
-    if variant == "artifact":
+    if variant.startswith("artifact"):
         import hf_torchscript as hts
         from hf_torchscript.runtime.generation import SamplingConfig
 
@@ -139,28 +177,33 @@ def main(argv=None) -> int:
     prompts = [int(x) for x in (a.prompts or ("8" if a.smoke else "32,128")).split(",")]
     new = a.new_tokens or (8 if a.smoke else 64)
     repeats = a.repeats or (1 if a.smoke else 5)
-    src, out = build(Path(a.workdir), a.smoke, max(prompts) + new + 1)
+    src, outs = build(Path(a.workdir), a.smoke, max(prompts) + new + 1)
     doc = {"command": " ".join(["python bench/generation.py", *(argv if argv is not None else sys.argv[1:])]),
            "model": "a 4-layer llama (hidden 512, 8 heads, 4 KV heads, vocab 4096), random weights" if not a.smoke
            else "a 2-layer llama (hidden 64), random weights", "machine": machine(), "smoke": a.smoke, "results": []}
     for prompt in prompts:
         for v in a.variants.split(","):
+            out = outs.get(v, outs["artifact"])
             r = subprocess.run([sys.executable, __file__, "--child", v, str(src), str(out), str(prompt), str(new),
                                 str(repeats)], capture_output=True, text=True)
             if r.returncode != 0:
                 doc["results"].append({"variant": v, "prompt": prompt, "error": r.stderr.strip().splitlines()[-1:]})
                 continue
             doc["results"].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    doc["floor"] = gemv_floor(src)
     doc["machine"]["load_average_after"] = round(os.getloadavg()[0], 2)
-    print(f"{'variant':10} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'cold TTFT s':>12} {'peak MB':>8}")
+    print(f"{'variant':12} {'prompt':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'cold TTFT s':>12} {'peak MB':>8}")
     for r in doc["results"]:
         if "error" in r:
-            print(f"{r['variant']:10} {r['prompt']:>6} error: {r['error']}")
+            print(f"{r['variant']:12} {r['prompt']:>6} error: {r['error']}")
             continue
         decode = r["decode_tokens_per_s"]
-        print(f"{r['variant']:10} {r['prompt']:>6} {r['prefill_tokens_per_s']:>14.1f} "
+        print(f"{r['variant']:12} {r['prompt']:>6} {r['prefill_tokens_per_s']:>14.1f} "
               f"{decode if decode is None else round(decode, 1)!s:>13} "
               f"{r['cold_first_token_s']:>12.2f} {r['peak_rss_mb']:>8.0f}")
+    f = doc["floor"]
+    print(f"fp32 GEMV floor: {min(f['linear_ms'], f['matmul_transposed_ms']):.2f} ms per token "
+          f"({f['weights_mb']} MB of weights) -> at most {f['max_decode_tokens_per_s']} decode tok/s")
     m = doc["machine"]
     print(f"{m['cpu']}, {m['isa']}, {m['threads']} threads, load {m['load_average']} -> {m['load_average_after']}"
           + ("" if m["quiet"] and not a.smoke else "  (NOT evidence: smoke sizes or a busy machine)"))
