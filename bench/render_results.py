@@ -329,6 +329,13 @@ def _generation(r: dict) -> list[str]:
         out.append(f"| {x['variant']} | {x['prompt']} | {x['new_tokens']} | {x['prefill_tokens_per_s']:.0f} | "
                    f"{_f(d, '{:.1f}')} | {_f(d / e if d and e else None, '{:.2f}x')} | "
                    f"{x['cold_first_token_s']:.2f} | {x['peak_rss_mb']:.0f} |")
+    f = r.get("floor")
+    if f:
+        best = min(f["linear_ms"], f["matmul_transposed_ms"])
+        out += ["", f"fp32 GEMV floor: the model's {f['weights_mb']} MB of fp32 weight matrices, one GEMV each at one "
+                f"token, take {best:.2f} ms (`linear` {f['linear_ms']:.2f} ms, `x @ W^T` {f['matmul_transposed_ms']:.2f} "
+                f"ms): no fp32 decode step on this CPU is faster, so decode is at most "
+                f"{f['max_decode_tokens_per_s']:.0f} tok/s here."]
     return out + [""]
 
 

@@ -177,6 +177,28 @@ def test_minilm_sentence_embedding_matches_sentence_transformers(runner, minilm_
 
 @pytest.mark.cpp
 @pytest.mark.slow
+@pytest.mark.cpp
+@pytest.mark.slow
+def test_packed_linears_are_packed_on_load_in_cpp_too(runner, minilm_dir, tmp_path):
+    """--pack-linears relies on TorchScript running each PackedLinear's __setstate__ at load: libtorch must do it
+    (an unpacked weight would make oneDNN's linear fail). Same answers as sentence-transformers, padded batch."""
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "packed"
+    hts.export(str(minilm_dir), out, pack_linears=True)
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    encs = tok.encode_batch(TEXTS)
+    batch = {"input_ids": torch.tensor([e.ids for e in encs]),
+             "attention_mask": torch.tensor([e.attention_mask for e in encs]),
+             "token_type_ids": torch.tensor([e.type_ids for e in encs])}
+    assert (batch["attention_mask"] == 0).any()
+    got = outputs_of(run_cpp(runner, out, batch))["sentence_embedding"]
+    want = SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(got, want.float(), atol=ATOL, rtol=RTOL)
+
+
 def test_bench_prints_latency(runner, artifacts):
     artifact = artifacts("bert", "buckets")
     batch = padded_batch(json.loads((artifact / "manifest.json").read_text()), [9, 4])

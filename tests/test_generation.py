@@ -189,6 +189,24 @@ def test_second_generation_starts_clean(trained):
     assert max(float((a - b).abs().max()) for a, b in zip(again_logits, fresh_logits)) < 1e-5
 
 
+def test_decode_graph_reads_the_cache_in_place_and_only_its_filled_part(trained):
+    """The exported attention (exporter/generation.py, measured in bench/generation.py): SDPA's own grouped-query
+    attention, no repeat_kv copy of the whole cache per layer, on the cache cut to the filled positions by a
+    scripted function (so the cut follows the position instead of the traced example's length: the equality
+    tests above run prompts of 1..40 tokens through an 8-token trace). This one keeps a transformers change from
+    silently bringing the copies back."""
+    from hf_torchscript.deprecation import jit_api
+
+    _, out = trained("llama")  # 4 query heads over 2 KV heads
+    with jit_api():
+        module = torch.jit.load(str(out / "model.pt"))
+    attention = [m.code for name, m in module.named_modules() if name.endswith("self_attn")]
+    assert len(attention) == 2
+    for code in attention:
+        assert "enable_gqa=True" in code and "expand(" not in code, code[-800:]
+        assert "index_copy_" in code  # the cache is still written in place, then cut
+
+
 def test_prompt_longer_than_the_cache_is_refused_in_one_line(trained):
     _, out = trained("llama")
     model = hts.load(out)

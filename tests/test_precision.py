@@ -23,6 +23,7 @@ VARIANTS = {
     "bf16": dict(dtype="bfloat16"),
     "int8": dict(quantize="dynamic-int8"),
     "frozen": dict(optimize=True),
+    "packed": dict(pack_linears=True),
 }
 
 
@@ -57,7 +58,7 @@ def test_export_matches_eager_fp32_at_other_shapes_with_padding(exports, variant
             ref = eager(**batch).logits
         assert got.dtype == torch.float32  # the float32 output contract holds for every variant
         valid = batch["attention_mask"].bool()
-        if variant == "frozen":
+        if variant in ("frozen", "packed"):
             # fp32, optimized: the fp32 tolerance, not a loosened one.
             assert torch.allclose(got[valid], ref[valid], atol=1e-4, rtol=1e-4)
         else:
@@ -87,6 +88,31 @@ def test_manifest_states_mode_and_thresholds(exports):
     assert frozen["optimize"] is True and frozen["precision"]["optimizations"] == ["torch.jit.freeze"]
     assert frozen["validation"]["mode"] == "allclose"
     assert frozen["validation"]["thresholds"] == {"atol": 1e-4, "rtol": 1e-4}
+
+    packed = results["packed"][0].manifest
+    assert packed["precision"]["optimizations"] == ["onednn-packed-linear"] and packed["optimize"] is False
+    assert packed["validation"]["mode"] == "allclose" and packed["validation"]["thresholds"] == {"atol": 1e-4,
+                                                                                                  "rtol": 1e-4}
+
+
+def test_packed_linears_pack_at_load_and_save_plain_weights(exports):
+    """--pack-linears: the loaded module holds oneDNN-reordered weights (its __setstate__ ran), the file plain ones
+    equal to the checkpoint's, and the tied output projection keeps the embedding's single copy."""
+    from hf_torchscript.deprecation import jit_api
+
+    src, results = exports
+    d = results["packed"][1]
+    eager = eager_model(src, "bert", "fill-mask")
+    with jit_api():
+        module = torch.jit.load(str(d / "model.pt"))
+    packed = {name: m for name, m in module.named_modules() if m.original_name == "PackedLinear"}
+    plain = {name: m for name, m in eager.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert packed and all(m.packed.is_mkldnn for m in packed.values())
+    # every Linear but the decoder (its weight is the word embedding's) is packed
+    inner = {n.split(".model.", 1)[1]: m for n, m in packed.items()}  # traces.0.model.<the model's own name>
+    assert set(inner) == {n for n in plain if n != "cls.predictions.decoder"}
+    for name, m in inner.items():
+        assert torch.equal(m._c._get_method("__getstate__")()[0], plain[name].weight)  # what the file holds
 
 
 def test_artifacts_reload_with_plain_torch(exports):
@@ -205,3 +231,18 @@ def test_optimize_and_quantize_are_torchscript_only(kw, flag):
     name = flag.lstrip("-")
     assert f"{name} applies to the torchscript backend only" in str(e.value)
     assert f"drop {name} or use backend='torchscript'" in str(e.value)
+
+
+@pytest.mark.parametrize("kw, named", [
+    (dict(backend="aoti"), "backend='aoti'"), (dict(dtype="bfloat16"), "dtype='bfloat16'"),
+    (dict(quantize="dynamic-int8"), "quantize='dynamic-int8'"), (dict(optimize=True), "optimize=True"),
+    (dict(onednn_fusion=True, shapes="static"), "onednn_fusion=True"), (dict(shapes="buckets"), "shapes='buckets'"),
+])
+def test_pack_linears_refuses_what_it_cannot_pack_in_one_line(kw, named):
+    from hf_torchscript.errors import OptionError
+    from hf_torchscript.options import ExportOptions
+
+    with pytest.raises(OptionError) as e:
+        ExportOptions(pack_linears=True, **kw)
+    text = str(e.value)
+    assert "\n" not in text and f"drop {named}" in text and "or drop pack_linears" in text, text

@@ -23,14 +23,16 @@ def _names(cands, built=True):
 def test_candidates_follow_the_cpu_and_the_shapes():
     opts = ExportOptions(optimize="auto")
     avx2 = tune.candidates(opts, AVX2)
-    assert _names(avx2) == ["fp32", "fp32-frozen", "fp32-onednn", "int8"]
+    assert _names(avx2) == ["fp32", "fp32-frozen", "fp32-packed", "fp32-onednn", "int8"]
     skipped = {c.name: c.skip for c in avx2 if c.skip}
     assert set(skipped) == {"bf16-frozen", "bf16-onednn"}
     assert "avx512_bf16" in skipped["bf16-frozen"] and "2.2-7.2x slower" in skipped["bf16-frozen"]
-    assert _names(tune.candidates(opts, AMX)) == ["fp32", "fp32-frozen", "fp32-onednn", "bf16-frozen", "bf16-onednn",
-                                                  "int8"]
+    assert _names(tune.candidates(opts, AMX)) == ["fp32", "fp32-frozen", "fp32-packed", "fp32-onednn", "bf16-frozen",
+                                                  "bf16-onednn", "int8"]
     dyn = tune.candidates(ExportOptions(optimize="auto", shapes="dynamic"), AMX)
     assert "fp32-onednn" not in _names(dyn) and "static" in next(c.skip for c in dyn if c.name == "fp32-onednn")
+    buckets = tune.candidates(ExportOptions(optimize="auto", shapes="buckets"), AMX)
+    assert "one trace" in next(c.skip for c in buckets if c.name == "fp32-packed")
     # Every candidate is a valid set of options (the build paths are the normal export's).
     for c in tune.candidates(opts, AMX):
         ExportOptions(**c.overrides)
@@ -83,17 +85,17 @@ def test_auto_keeps_the_candidate_the_timer_says_is_fastest(tiny_model_dir, tmp_
     src = tiny_model_dir("bert", "feature-extraction")
     texts = tmp_path / "texts.txt"
     texts.write_text("a short one\n\nand a somewhat longer text with more words in it than the first\n")
-    timer = fake_timer({"fp32": 10.0, "fp32-frozen": 8.0, "fp32-onednn": 9.0, "int8": 30.0})
+    timer = fake_timer({"fp32": 10.0, "fp32-frozen": 8.0, "fp32-packed": 8.5, "fp32-onednn": 9.0, "int8": 30.0})
     steps = []
     opts = ExportOptions(optimize="auto", shapes="dynamic", tune_texts=str(texts), task="feature-extraction")
-    # shapes=dynamic: no fused candidate (static only); unknown CPU flags: no bf16. Three exports.
+    # shapes=dynamic: no fused candidate (static only); unknown CPU flags: no bf16. Four exports.
     res = tune.export_auto(src, tmp_path / "out", options=opts, timer=timer, progress=steps.append,
                            cpu_flags=frozenset(), rounds=3, warmup=1)
     out = tmp_path / "out"
     m = json.loads((out / "manifest.json").read_text())
     t = m["tuning"]
     built = set(timer.seen["names"])
-    assert built <= {"fp32", "fp32-frozen", "int8"} and {"fp32", "fp32-frozen"} <= built
+    assert built <= {"fp32", "fp32-frozen", "fp32-packed", "int8"} and {"fp32", "fp32-frozen", "fp32-packed"} <= built
     assert t["winner"] == "fp32-frozen" == res.tuning["winner"]
     assert m["optimize"] is True and m["dtype"] == "float32" and m["quantize"] is None  # the winner's own options
     rows = {r["name"]: r for r in t["candidates"]}

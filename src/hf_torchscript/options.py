@@ -162,6 +162,10 @@ class ExportOptions:
                                 "instructions, int8 only if it passes validation on real text), time them here on "
                                 "--tune-texts or the bundled real sentences, keep the fastest (docs/performance.md)",
                                 parse=optimize_value, metavar="auto", optional_value=True)
+    pack_linears: bool = _opt(False, "float32 Linear weights reordered by oneDNN when the artifact loads (the file "
+                              "keeps plain weights): faster at few tokens per call on CPUs where MKL's small GEMMs "
+                              "are slow, level or slower at many (docs/performance.md); one trace (dynamic or "
+                              "static shapes); --optimize auto times it as a candidate")
     tune_texts: str | None = _opt(None, "with --optimize auto: a UTF-8 text file, one text per line, to time the "
                                   "candidates on (default: real sentences bundled with the package)", metavar="FILE")
     onednn_fusion: bool = _opt(False, "freeze, then validate and run with oneDNN graph fusion, switched on only "
@@ -252,11 +256,21 @@ class ExportOptions:
         if self.onednn_fusion and self.quantize:
             raise OptionError(f"{option('onednn_fusion')} is measured and validated for float32 and bfloat16 only; drop "
                               f"{option('onednn_fusion')} or {option('quantize')}")
+        if self.pack_linears:
+            conflict = [option(name, getattr(self, name)) for name, on in (
+                ("backend", self.backend != "torchscript"), ("dtype", self.dtype != "float32"),
+                ("quantize", self.quantize is not None), ("optimize", self.optimize is True),
+                ("onednn_fusion", self.onednn_fusion), ("shapes", self.shapes == "buckets")) if on]
+            if conflict:
+                raise OptionError(f"{option('pack_linears')} packs the float32 Linear weights of one TorchScript trace "
+                                  f"at load (freezing would fold the CPU-specific packed copy into the file); drop "
+                                  f"{', '.join(conflict)} or drop {option('pack_linears')}")
         if self.optimize == "auto":
             # auto picks the precision, freezing and fusion itself: a fixed one beside it is a contradiction.
             fixed = [option(name, getattr(self, name)) for name, on in (
                 ("dtype", self.dtype != "float32"), ("quantize", self.quantize is not None),
-                ("onednn_fusion", self.onednn_fusion), ("backend", self.backend != "torchscript")) if on]
+                ("onednn_fusion", self.onednn_fusion), ("pack_linears", self.pack_linears),
+                ("backend", self.backend != "torchscript")) if on]
             if fixed:
                 raise OptionError(f"{option('optimize', 'auto')} chooses the precision, freezing and fusion by timing "
                                   f"the candidates on this CPU (torchscript backend); drop {', '.join(fixed)}, or drop "

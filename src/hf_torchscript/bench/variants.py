@@ -24,6 +24,8 @@ EXPORTED: dict[str, tuple[dict, str]] = {
     "ts-buckets": (dict(shapes="buckets"), "exported fp32, one trace per length bucket"),
     "ts-static": (dict(shapes="static"), "exported fp32, the seed's static trace: pad every input to max length"),
     "ts-frozen": (dict(shapes="dynamic", optimize=True), "exported fp32 dynamic + torch.jit.freeze"),
+    "ts-packed": (dict(shapes="dynamic", pack_linears=True),
+                  "exported fp32 dynamic --pack-linears (oneDNN-packed Linear weights, packed at load)"),
     "ts-bf16": (dict(shapes="dynamic", dtype="bfloat16", optimize=True), "exported bfloat16 dynamic, frozen"),
     "ts-int8": (dict(shapes="dynamic", quantize="dynamic-int8", optimize=True),
                 "exported --quantize dynamic-int8 (torch.ao kernels, per-channel weights, sensitive layers float32), "

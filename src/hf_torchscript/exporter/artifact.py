@@ -278,6 +278,12 @@ def _precision(opts, tolerance) -> dict:
         "optimizations": ["torch.jit.freeze"] if opts.optimize or opts.onednn_fusion else [],
         "validation": tolerance.describe(),
     }
+    if opts.pack_linears:
+        from .packed import OPTIMIZATION as PACKED
+
+        out["optimizations"].append(PACKED)
+        out["packed_linears"] = ("float32 Linear weights reordered by oneDNN when the file loads (__setstate__, in "
+                                 "Python and C++ alike); the file holds the plain weights")
     if opts.onednn_fusion:
         from ..runtime.fusion import HOW, OPTIMIZATION
 

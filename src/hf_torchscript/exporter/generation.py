@@ -42,9 +42,9 @@ from ..runtime.generation import TASK, Generator, SamplingConfig, make_generator
 from . import artifact
 
 # Default --max-cache-len cap. The cache is allocated in full (2 x layers x kv_heads x head_dim x
-# length floats per sequence) and every step's attention spans all of it, so a config's
-# max_position_embeddings (131072 for Llama 3) would mean 34 GB of fp32 cache for an 8B model and
-# a decode step ~64x slower than at 2048; 2048 holds a chat turn and costs 0.5 GB there.
+# length floats per sequence), so a config's max_position_embeddings (131072 for Llama 3) would mean
+# 34 GB of fp32 cache for an 8B model; 2048 holds a chat turn and costs 0.5 GB there. (Attention reads
+# only the filled positions, see traced_graph, so the cap is about memory, not decode speed.)
 DEFAULT_MAX_CACHE_LEN = 2048
 # Export-time proof: this many prompts (real sentences when the model has a tokenizer), this many
 # new tokens each. tests/test_generation.py runs the same proof on 50+ prompts of a trained model.
@@ -174,34 +174,26 @@ class _TransposedLinear(torch.nn.Module):
 def traced_graph(model):
     """While tracing: the attention above (models on transformers' sdpa) and transposed linears.
 
-    A linear whose weight is shared (tied embeddings) keeps its layout: a transposed copy would hold
-    the vocabulary matrix twice. The attention registers under its own name in transformers'
-    AttentionInterface (additive: no other model's attention changes) and the model's config points
-    at it only inside this block."""
+    The attention registers under its own name in transformers' AttentionInterface (additive: no
+    other model's attention changes) and the model's config points at it only inside this block."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
+
+    from .packed import swapped_linears
 
     if ATTENTION not in AttentionInterface._global_mapping:
         AttentionInterface.register(ATTENTION, _sdpa)
         AttentionMaskInterface.register(ATTENTION, AttentionMaskInterface._global_mapping["sdpa"])
     config = model.config
     attn = getattr(config, "_attn_implementation", None)
-    shared = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    swapped = []
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear and id(child.weight) not in shared:
-                swapped.append((parent, name, child))
-                setattr(parent, name, _TransposedLinear(child))
-    if attn == "sdpa":
-        config._attn_implementation = ATTENTION
-    try:
-        yield
-    finally:
+    with swapped_linears(model, _TransposedLinear):
         if attn == "sdpa":
-            config._attn_implementation = attn
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
+            config._attn_implementation = ATTENTION
+        try:
+            yield
+        finally:
+            if attn == "sdpa":
+                config._attn_implementation = attn
 
 
 def specs(vocab: int, max_cache_len: int) -> tuple[list[dict], list[dict]]:
@@ -449,9 +441,11 @@ def export_generation(src, output_dir: Path, options, *, force: bool, progress=N
     if options.backend not in ("aoti", "torchscript"):
         raise OptionError(f"{option('task', TASK)} exports with {option('backend', 'aoti')} or "
                           f"{option('backend', 'torchscript')}, got {option('backend', options.backend)}")
-    if options.dtype != "float32" or options.quantize or options.optimize or options.onednn_fusion:
+    if options.dtype != "float32" or options.quantize or options.optimize or options.onednn_fusion or \
+            options.pack_linears:
         raise OptionError(f"{option('task', TASK)} is validated in float32 only so far: drop {option('dtype')}, "
-                          f"{option('quantize')}, {option('optimize')} and {option('onednn_fusion')}")
+                          f"{option('quantize')}, {option('optimize')}, {option('onednn_fusion')} and "
+                          f"{option('pack_linears')}")
     model, config, tokenizer = src.model, src.config, src.tokenizer
     max_cache_len = max_cache_len_for(config, options.max_cache_len)
     vocab = int(config.get_text_config().vocab_size)

@@ -14,6 +14,7 @@ Traces share the original parameters, so the weights are stored once however man
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import linecache
 import warnings
@@ -23,7 +24,7 @@ import torch
 
 from ..compat import traceable
 from ..deprecation import jit_api
-from ..errors import ShapeError, TraceError, option
+from ..errors import OptionError, ShapeError, TraceError, option
 from ..options import DEFAULT_SHAPES
 from ..progress import report as tell
 from ..runtime.schema import range_text
@@ -317,9 +318,10 @@ def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=Non
     opts = p.options
     lengths, traced_at, pad = plan(p, strategy)
     traces = []
-    for i, (B, L) in enumerate(traced_at):
-        tell(progress, "trace", f"{strategy} with {backend.name}: batch {B}, length {L}", i, len(traced_at))
-        traces.append(_trace_one(p, backend, B, L, tracer_warnings))
+    with _linears(p, strategy):
+        for i, (B, L) in enumerate(traced_at):
+            tell(progress, "trace", f"{strategy} with {backend.name}: batch {B}, length {L}", i, len(traced_at))
+            traces.append(_trace_one(p, backend, B, L, tracer_warnings))
     tell(progress, "trace", f"{strategy}: one scripted module over {len(traces)} trace(s)", len(traces), len(traces))
     batch = opts.batch_size if (opts.static_batch or (backend.static_shapes and not opts.dynamic_batch)) else 0
     module = build_dispatcher(traces, lengths, p.specs, [o.sequence_dim for o in p.outputs], pad=pad, batch=batch)
@@ -340,6 +342,21 @@ def build(p, backend, strategy: str, tracer_warnings: list[str], *, progress=Non
         "traced": [{"batch_size": B, "sequence_length": L, **p.dims(B, L)} for B, L in traced_at],
     }
     return module, info
+
+
+def _linears(p, strategy: str):
+    """--pack-linears: the traces record oneDNN-packed Linear modules (exporter/packed.py)."""
+    if not p.options.pack_linears:
+        return contextlib.nullcontext()
+    from . import packed
+
+    if strategy == "buckets":  # each trace would save and load its own packed copy of every weight
+        raise StrategyRefused(f"{option('pack_linears')} packs the weights of one trace; the dynamic trace did not "
+                              f"validate, and buckets would hold one packed copy per bucket: drop {option('pack_linears')}")
+    if not packed.available():
+        raise OptionError(f"{option('pack_linears')} needs oneDNN (torch.backends.mkldnn), which this torch build lacks; "
+                          f"drop {option('pack_linears')}")
+    return packed.swapped_linears(p.wrapper, packed.packed)
 
 
 def reason(strategy: str, requested: str, report, attempts: Sequence[str], backend) -> str:

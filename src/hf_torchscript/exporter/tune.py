@@ -61,11 +61,17 @@ def candidates(options, cpu_flags=None) -> list[Candidate]:
     fusable = options.shapes in ("auto", "static")
     no_fusion = (None if fusable else f"fused graphs need static shapes; {option('shapes', options.shapes)} was "
                  "asked (torch 2.13's oneDNN pass fails on the buckets module: RuntimeError bad optional access)")
+    from . import packed
+
+    no_pack = ("this torch build has no oneDNN" if not packed.available() else
+               f"packing holds one trace; {option('shapes', 'buckets')} was asked" if options.shapes == "buckets" else None)
     bf16 = None if cpu.has_bf16(f) else ("this CPU has no bf16 instructions (avx512_bf16, amx_bf16): bf16 would be "
                                          "emulated; " + cpu.BF16_MEASURED)
     out = [
         Candidate(BASELINE, dict(optimize=False), "float32, the default export"),
         Candidate("fp32-frozen", dict(optimize=True), "float32, torch.jit.freeze"),
+        Candidate("fp32-packed", dict(optimize=False, pack_linears=True),
+                  "float32, Linear weights packed by oneDNN at load (faster GEMMs at few tokens per call)", no_pack),
         Candidate("fp32-onednn", dict(optimize=False, onednn_fusion=True, shapes="static"),
                   "float32, frozen, oneDNN graph fusion around each call, padded to the max length", no_fusion),
         Candidate("bf16-frozen", dict(optimize=True, dtype="bfloat16"), "bfloat16, frozen", bf16),
