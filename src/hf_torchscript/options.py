@@ -388,8 +388,8 @@ def _is(value, kind) -> bool:
 DEFAULT_GRID: tuple[tuple[int, int], ...] = ((1, 16), (1, 128), (8, 128), (1, 512))
 # bench/variants.ALL_VARIANTS, spelled out so that `hf-torchscript --help` needs no torch
 # (tests/test_bench.py keeps the two equal).
-BENCH_VARIANTS = ("eager", "eager-bf16", "ts-dynamic", "ts-buckets", "ts-static", "ts-frozen", "ts-bf16", "ts-int8",
-                  "ts-int8-aten", "aoti", "aoti-bf16", "torch-compile", "onnxruntime", "onnxruntime-int8")
+BENCH_VARIANTS = ("eager", "eager-bf16", "ts-dynamic", "ts-buckets", "ts-static", "ts-frozen", "ts-packed", "ts-bf16",
+                  "ts-int8", "ts-int8-aten", "aoti", "aoti-bf16", "torch-compile", "onnxruntime", "onnxruntime-int8")
 
 
 def _model_or_none(text: str):
