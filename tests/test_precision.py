@@ -233,6 +233,19 @@ def test_optimize_and_quantize_are_torchscript_only(kw, flag):
     assert f"drop {name} or use backend='torchscript'" in str(e.value)
 
 
+def test_packed_artifact_on_a_torch_without_onednn_is_one_line(exports, monkeypatch):
+    """Its __setstate__ packs with oneDNN at load: without it, say so before torch.jit.load fails inside."""
+    from hf_torchscript.errors import ArtifactError
+
+    d = exports[1]["packed"][1]
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with pytest.raises(ArtifactError) as e:
+        hts.load(d)
+    assert "\n" not in str(e.value) and "exported with --pack-linears, which needs oneDNN" in str(e.value)
+    assert "re-export it without --pack-linears" in str(e.value)
+    hts.load(exports[1]["frozen"][1])  # the others do not care
+
+
 @pytest.mark.parametrize("kw, named", [
     (dict(backend="aoti"), "backend='aoti'"), (dict(dtype="bfloat16"), "dtype='bfloat16'"),
     (dict(quantize="dynamic-int8"), "quantize='dynamic-int8'"), (dict(optimize=True), "optimize=True"),

@@ -279,7 +279,7 @@ def _precision(opts, tolerance) -> dict:
         "validation": tolerance.describe(),
     }
     if opts.pack_linears:
-        from .packed import OPTIMIZATION as PACKED
+        from ..runtime.artifact import PACKED
 
         out["optimizations"].append(PACKED)
         out["packed_linears"] = ("float32 Linear weights reordered by oneDNN when the file loads (__setstate__, in "

@@ -20,7 +20,6 @@ import contextlib
 
 import torch
 
-OPTIMIZATION = "onednn-packed-linear"
 # oneDNN picks its blocking for this many rows: measured best on BERT-base at 16 to 128 tokens
 # (a weight packed for 1 row ran 1.14 ms at 16 rows vs 0.74 ms packed for 16).
 ROWS_HINT = 16

@@ -27,6 +27,8 @@ MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
 # The manifest's "format" -> the model file that holds it (no "format": a TorchScript artifact).
 MODEL_FILES = {"torchscript": MODEL_FILE, "aoti-pt2": "model.pt2"}
+# precision.optimizations entry of a --pack-linears artifact (exporter/packed.py): loading it needs oneDNN
+PACKED = "onednn-packed-linear"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -174,6 +176,11 @@ def load_module(directory: str | os.PathLike, *, verify_sha: bool = True, map_lo
             sdk_import()
     import torch  # here, not at the top: `info`, `run`'s first checks and C++ users read manifests without torch
 
+    if PACKED in ((manifest.get("precision") or {}).get("optimizations") or ()) and not torch.backends.mkldnn.is_available():
+        # its Linear modules pack their weights with oneDNN as the file loads (exporter/packed.py)
+        raise ArtifactError(f"{d / MODEL_FILE} was exported with --pack-linears, which needs oneDNN, and this torch build "
+                            "has none (torch.backends.mkldnn.is_available() is False): re-export it without "
+                            "--pack-linears, or use a torch build with oneDNN (every x86-64 and aarch64 wheel has it)")
     try:
         with jit_api():
             module = torch.jit.load(str(d / MODEL_FILE), map_location=map_location)
