@@ -6,8 +6,9 @@
 Variants, each in its own process (so peak RSS is its own): ``artifact`` (our text-generation
 export, TorchScript, driven by hf_torchscript.runtime.generation, with export's default KV cache of 2048
 positions: what a user gets), ``artifact-fit`` (the same with the cache sized to prompt + new tokens,
-as transformers sizes its static cache), ``eager`` (transformers generate, its
-default dynamic cache), ``static`` (generate with cache_implementation="static"), ``compiled``
+as transformers sizes its static cache), ``artifact-bf16`` (``--dtype bfloat16``: weights, activations
+and cache in bf16), ``eager`` (transformers generate, its default dynamic cache), ``eager-bf16`` (the
+same on the model cast to bfloat16), ``static`` (generate with cache_implementation="static"), ``compiled``
 (static cache + torch.compile of the forward). Decode speed does not depend on the weights, so
 the model is random; greedy with EOS disabled, so every variant generates exactly N tokens.
 Prefill = time of a 1-token generation; decode tokens/s = (N - 1) / (time(N) - time(1)); medians
@@ -28,9 +29,10 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
-VARIANTS = ("artifact", "artifact-fit", "eager", "static", "compiled")
+VARIANTS = ("artifact", "artifact-fit", "artifact-bf16", "eager", "eager-bf16", "static", "compiled")
 DEFAULT_CACHE = 2048  # exporter.generation.DEFAULT_MAX_CACHE_LEN
 
 
@@ -52,7 +54,8 @@ def build(workdir: Path, smoke: bool, fit_cache: int) -> tuple[Path, dict[str, P
     import hf_torchscript as hts
 
     src = workdir / "src"
-    outs = {"artifact": workdir / "out", "artifact-fit": workdir / f"out-fit{fit_cache}"}
+    outs = {"artifact": workdir / "out", "artifact-fit": workdir / f"out-fit{fit_cache}",
+            "artifact-bf16": workdir / "out-bf16"}
     if not (src / "config.json").is_file():
         torch.manual_seed(0)
         size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128) if smoke else \
@@ -61,9 +64,12 @@ def build(workdir: Path, smoke: bool, fit_cache: int) -> tuple[Path, dict[str, P
                                    max_position_embeddings=DEFAULT_CACHE, bos_token_id=1, eos_token_id=2,
                                    pad_token_id=0, **size)
         AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
-    for name, cache in (("artifact", None), ("artifact-fit", fit_cache)):
+    for name, cache, dtype in (("artifact", None, "float32"), ("artifact-fit", fit_cache, "float32"),
+                               ("artifact-bf16", None, "bfloat16")):
         if not (outs[name] / "manifest.json").is_file():
-            hts.export(src, outs[name], task="text-generation", max_cache_len=cache, force=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # bf16's CpuWarning: measuring it is the point
+                hts.export(src, outs[name], task="text-generation", max_cache_len=cache, dtype=dtype, force=True)
     return src, outs
 
 
@@ -117,6 +123,8 @@ def child(variant: str, src: str, out: str, prompt: int, new: int, repeats: int)
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(src).eval()
+        if variant == "eager-bf16":
+            model = model.to(torch.bfloat16)
         kw = {}
         if variant in ("static", "compiled"):
             kw["cache_implementation"] = "static"

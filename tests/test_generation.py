@@ -189,6 +189,51 @@ def test_second_generation_starts_clean(trained):
     assert max(float((a - b).abs().max()) for a, b in zip(again_logits, fresh_logits)) < 1e-5
 
 
+def test_bfloat16_generation_equals_generate_in_bfloat16(trained, tmp_path):
+    """--dtype bfloat16: weights, activations and cache in bf16, proven against transformers' generate on the same
+    model in bf16 (56 real-text prompts here, not the export's 8), with bf16's recorded tolerance."""
+    import warnings
+
+    from hf_torchscript.exporter.generation import BF16_TOLERANCE
+    from hf_torchscript.runtime.cpu import CpuWarning
+
+    src, fp32_out = trained("llama")
+    out = tmp_path / "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CpuWarning)  # an AVX2 CI machine emulates bf16; the proof is the point here
+        m = hts.export(src, out, task="text-generation", max_cache_len=MAX_CACHE, dtype="bfloat16").manifest
+    assert m["dtype"] == "bfloat16" and m["generation"]["cache"]["dtype"] == "bfloat16"
+    assert m["precision"]["compute"].startswith("bfloat16") and "eager = transformers in bfloat16" in \
+        m["precision"]["validation"]
+    assert m["validation"]["atol"] == BF16_TOLERANCE["atol"] and m["validation"]["passed"]
+    prompts = _prompts(out)
+    report = prove(_eager(src).to(torch.bfloat16), hts.load(out).generator(), prompts, max_new_tokens=24,
+                   atol=BF16_TOLERANCE["atol"], rtol=BF16_TOLERANCE["rtol"], tie=BF16_TOLERANCE["tie"])
+    assert report["passed"], report["failures"][:5]
+    assert report["ties"] <= 3 and report["sequences_equal"] >= len(prompts) - report["ties"]
+    assert report["tokens_compared"] >= 500
+    # Really computed in bf16: its logits are not fp32's (the fp32 artifact of the same model is within 1e-4).
+    ids = prompts[9]
+    step = torch.tensor([ids]), torch.arange(len(ids))
+    bf16_logits = hts.load(out).generator().forward(*step)
+    fp32_logits = hts.load(fp32_out).generator().forward(*step)
+    bf16_logits = bf16_logits[0] if isinstance(bf16_logits, (tuple, list)) else bf16_logits
+    fp32_logits = fp32_logits[0] if isinstance(fp32_logits, (tuple, list)) else fp32_logits
+    assert bf16_logits.dtype == torch.float32 and float((bf16_logits - fp32_logits).abs().max()) > 1e-3
+
+
+def test_generation_refuses_what_it_does_not_prove_in_one_line(trained, tmp_path):
+    from hf_torchscript.errors import OptionError
+
+    src, _ = trained("llama")
+    for kw, name in ((dict(dtype="float16"), "dtype='float16'"), (dict(quantize="dynamic-int8"), "quantize"),
+                     (dict(pack_linears=True), "pack_linears")):
+        with pytest.raises(OptionError) as e:
+            hts.export(src, tmp_path / "x", task="text-generation", **kw)
+        assert "\n" not in str(e.value) and "float32 or bfloat16" in str(e.value) and name in str(e.value)
+    assert not (tmp_path / "x").exists()
+
+
 def test_decode_graph_reads_the_cache_in_place_and_only_its_filled_part(trained):
     """The exported attention (exporter/generation.py, measured in bench/generation.py): SDPA's own grouped-query
     attention, no repeat_kv copy of the whole cache per layer, on the cache cut to the filled positions by a

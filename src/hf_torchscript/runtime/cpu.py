@@ -45,6 +45,9 @@ ISA_FLAGS = {
 # What was measured, for the warnings (one run each, quiet, BERT-base, ratio to eager fp32 in the same rounds).
 BF16_MEASURED = ("measured on an AVX2-only AMD EPYC (no bf16 instructions): the bfloat16 export ran 2.2-7.2x "
                  "slower than eager float32 (BERT-base, 1x16..1x512); with AMX it ran 0.25-0.33x (bench/RESULTS.md)")
+BF16_GENERATION_MEASURED = ("measured on an AVX2-only AMD EPYC (bench/generation.py, a 4-layer llama): bfloat16 decode "
+                            "ran 1.3-1.4x faster than the float32 artifact (one-row GEMMs are memory-bound), prefill "
+                            "2.8-5.4x slower (bf16 GEMMs are emulated)")
 INT8_MEASURED = ("the int8 speed-up measured here (0.44x of eager float32 at 8x128, bench/RESULTS.md) was on a "
                  "CPU with VNNI/AMX; without them it was not measured")
 INT8_ATEN_MEASURED = ("its int8 GEMM (aten::_int_mm) ran 40x slower than a float32 matmul of the same shape on an "
@@ -143,13 +146,17 @@ def missing(required, cpu_flags=None) -> list[str]:
     return [x for x in required if x not in f]
 
 
-def slow_options(dtype: str, quantize: str | None, backend: str = "torchscript", cpu_flags=None) -> list[str]:
+def slow_options(dtype: str, quantize: str | None, backend: str = "torchscript", cpu_flags=None,
+                 task: str | None = None) -> list[str]:
     """Why the requested precision is slow on this CPU, one sentence each ([] when nothing is known to be slow)."""
     f = flags() if cpu_flags is None else set(cpu_flags)
     if not f or backend not in ("torchscript", "aoti"):
         return []  # unknown CPU, or a Neuron backend (the accelerator computes, not the host CPU)
     notes = []
-    if dtype == "bfloat16" and not has_bf16(f):
+    if dtype == "bfloat16" and not has_bf16(f) and task == "text-generation":
+        notes.append("bfloat16 text generation on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16): "
+                     f"{BF16_GENERATION_MEASURED}; for long prompts export float32")
+    elif dtype == "bfloat16" and not has_bf16(f):
         notes.append("bfloat16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16: bf16 is emulated): "
                      f"{BF16_MEASURED}; export float32, or use --optimize auto to measure it here")
     if quantize == "dynamic-int8" and not has_int8_dot(f):
