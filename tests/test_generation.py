@@ -189,19 +189,28 @@ def test_second_generation_starts_clean(trained):
     assert max(float((a - b).abs().max()) for a, b in zip(again_logits, fresh_logits)) < 1e-5
 
 
-def test_bfloat16_generation_equals_generate_in_bfloat16(trained, tmp_path):
-    """--dtype bfloat16: weights, activations and cache in bf16, proven against transformers' generate on the same
-    model in bf16 (56 real-text prompts here, not the export's 8), with bf16's recorded tolerance."""
+@pytest.fixture(scope="module")
+def bf16(trained, tmp_path_factory):
+    """The trained llama exported with --dtype bfloat16: (source dir, artifact dir, export manifest)."""
     import warnings
 
-    from hf_torchscript.exporter.generation import BF16_TOLERANCE
     from hf_torchscript.runtime.cpu import CpuWarning
 
-    src, fp32_out = trained("llama")
-    out = tmp_path / "bf16"
+    src, _ = trained("llama")
+    out = tmp_path_factory.mktemp("gen-bf16") / "out"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CpuWarning)  # an AVX2 CI machine emulates bf16; the proof is the point here
         m = hts.export(src, out, task="text-generation", max_cache_len=MAX_CACHE, dtype="bfloat16").manifest
+    return src, out, m
+
+
+def test_bfloat16_generation_equals_generate_in_bfloat16(trained, bf16):
+    """--dtype bfloat16: weights, activations and cache in bf16, proven against transformers' generate on the same
+    model in bf16 (56 real-text prompts here, not the export's 8), with bf16's recorded tolerance."""
+    from hf_torchscript.exporter.generation import BF16_TOLERANCE
+
+    _, fp32_out = trained("llama")
+    src, out, m = bf16
     assert m["dtype"] == "bfloat16" and m["generation"]["cache"]["dtype"] == "bfloat16"
     assert m["precision"]["compute"].startswith("bfloat16") and "eager = transformers in bfloat16" in \
         m["precision"]["validation"]
@@ -398,6 +407,18 @@ def test_cpp_generator_matches_the_python_runtime(trained, runner):
     r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(["40"] * (MAX_CACHE + 1))],
                        capture_output=True, text=True)
     assert r.returncode == 1 and f"KV cache holds {MAX_CACHE}" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cpp_generator_runs_the_bfloat16_artifact_like_python(bf16, runner):
+    """The C++ Generator reads float32 logits from a bf16 artifact exactly as the Python runtime does."""
+    _, out, _ = bf16
+    model = hts.load(out)
+    for prompt in _prompts(out, 3):
+        want = model.generator().generate_ids(prompt, max_new_tokens=10)
+        r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(map(str, prompt)),
+                            "--max-new-tokens", "10"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["generation"]["token_ids"] == want
 
 
 def test_cpp_text_generation_is_the_python_runtimes(trained, runner):
