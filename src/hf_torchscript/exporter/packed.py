@@ -4,8 +4,8 @@ Why (measured on a quiet 2-core AVX2 AMD EPYC, torch 2.13, BERT-base's linears):
 ``linear`` (MKL sgemm on an unpacked weight) is far from what the CPU can do: 52 ms for the 72
 linears of BERT-base at 16 tokens, 33 ms with oneDNN on a weight reordered once
 (``mkldnn::_reorder_linear_weight``); 9.2 vs 4.7 ms at 4 rows of a small llama. At many rows the
-two are level or MKL wins (8 x 128 tokens: 1.17 s vs 1.34 s), so this is a candidate that
-``--optimize auto`` times on the workload, not a default.
+two are level or MKL wins (the whole BERT-base at 8 x 128 tokens: 1.17 s plain, 1.34 s packed), so this
+is a candidate that ``--optimize auto`` times on the workload, not a default.
 
 How: a reordered weight is an opaque oneDNN tensor, specific to the CPU's instruction set, and cannot
 be saved. So each Linear becomes a small TorchScript module whose ``__getstate__`` saves the plain
