@@ -73,7 +73,7 @@ def test_aoti_isa_strings_map_to_cpuinfo_flags(fake_cpu):
 def test_slow_options_name_the_instruction_set_and_the_measurement():
     (bf16,) = cpu.slow_options("bfloat16", None, cpu_flags=AVX2_EPYC)
     assert "avx512_bf16" in bf16 and "amx_bf16" in bf16 and "2.2-7.2x slower" in bf16
-    (gen,) = cpu.slow_options("bfloat16", None, cpu_flags=AVX2_EPYC, task="text-generation")
+    (gen,) = cpu.slow_options("bfloat16", None, cpu_flags=AVX2_EPYC, decoding=True)
     assert "avx512_bf16" in gen and "decode ran 1.3-1.4x faster" in gen and "prefill 2.8-5.4x slower" in gen
     (int8,) = cpu.slow_options("float32", "dynamic-int8", cpu_flags=AVX2_EPYC)
     assert "avx512_vnni" in int8 and "not measured" in int8

@@ -230,7 +230,10 @@ def cpu_block(opts) -> dict:
         relevant += list(cpu.INT8_DOT_FLAGS)
     block["relevant"] = {f: f in block["flags"] for f in relevant} if block["flags"] else {}
     block["requires"] = []  # TorchScript picks its kernels when it runs: any CPU torch runs on
-    block["notes"] = cpu.slow_options(opts.dtype, opts.quantize, opts.backend, task=opts.task)
+    from ..tasks import get_task
+
+    decoding = bool(opts.task) and get_task(opts.task).kv_cache
+    block["notes"] = cpu.slow_options(opts.dtype, opts.quantize, opts.backend, decoding=decoding)
     return block
 
 

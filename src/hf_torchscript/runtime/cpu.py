@@ -147,13 +147,15 @@ def missing(required, cpu_flags=None) -> list[str]:
 
 
 def slow_options(dtype: str, quantize: str | None, backend: str = "torchscript", cpu_flags=None,
-                 task: str | None = None) -> list[str]:
-    """Why the requested precision is slow on this CPU, one sentence each ([] when nothing is known to be slow)."""
+                 decoding: bool = False) -> list[str]:
+    """Why the requested precision is slow on this CPU, one sentence each ([] when nothing is known to be slow).
+
+    ``decoding``: the task generates token by token (a KV cache), where bf16 behaves differently."""
     f = flags() if cpu_flags is None else set(cpu_flags)
     if not f or backend not in ("torchscript", "aoti"):
         return []  # unknown CPU, or a Neuron backend (the accelerator computes, not the host CPU)
     notes = []
-    if dtype == "bfloat16" and not has_bf16(f) and task == "text-generation":
+    if dtype == "bfloat16" and not has_bf16(f) and decoding:
         notes.append("bfloat16 text generation on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16): "
                      f"{BF16_GENERATION_MEASURED}; for long prompts export float32")
     elif dtype == "bfloat16" and not has_bf16(f):
