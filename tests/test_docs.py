@@ -253,6 +253,23 @@ def test_install_lines_map_to_checks():
         cheaper_equivalent("echo a && pip install x\n")
 
 
+def test_cpp_doc_spells_out_what_cpp_build_runs():
+    """docs/cpp.md's raw cmake block is skipped (run after `cpp-build` in the docs folder, whose cpp/ is a
+    symlink, cmake sees another source path and rebuilds everything: a minute for nothing), so check it
+    here: with its $(python -c ...) parts evaluated, it is the line `cpp-build --print` prints."""
+    from hf_torchscript.runtime.cpp import cmake_command
+
+    block = next(b for b in ALL if b.doc.name == "cpp.md" and b.code.lstrip().startswith("cmake -S cpp"))
+    assert block.mark == "skip" and "cpp-build --print" in block.reason
+    code = block.code
+    for expr in re.findall(r"\"\$\(python -c '([^']*)'\)\"", code):
+        value = subprocess.run([sys.executable, "-c", expr], capture_output=True, text=True, check=True).stdout.strip()
+        assert value, expr
+        code = code.replace(f"\"$(python -c '{expr}')\"", value)
+    assert "$(" not in code
+    assert shlex.split(code.replace("\\\n", " ")) == shlex.split(cmake_command("build/cpp", source="cpp"))
+
+
 def test_markers_are_checked(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text("<!-- docs-test: skip -->\n```bash\nfalse\n```\n")
