@@ -187,6 +187,8 @@ def test_minilm_sentence_embedding_int8_matches_sentence_transformers(minilm_dir
     assert float(cos.min()) >= 0.99, float(cos.min())
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["quantization"]["scheme"] == scheme and "real sentences" in saved["quantization"]["calibration"]["inputs"]
+    # docs/performance.md shows this export and prints these two fields (its block is skipped: this runs it)
+    assert 0 < saved["quantization"]["layers_quantized"] <= saved["quantization"]["layers_total"] == 6 * 6 + 1  # + the pooler
 
 
 @pytest.mark.parametrize("shape", [(5, 384, 96), (37, 1536, 40), (2, 3072, 8)])
