@@ -390,16 +390,22 @@ def test_aoti_is_refused_by_the_proof(trained, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _assert_cpp_greedy_is_pythons(runner, out, prompts, max_new_tokens: int):
+    """hts_run --generate on each prompt's ids gives the Python runtime's greedy tokens."""
+    model = hts.load(out)
+    for prompt in prompts:
+        want = model.generator().generate_ids(prompt, max_new_tokens=max_new_tokens)
+        r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(map(str, prompt)),
+                            "--max-new-tokens", str(max_new_tokens)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["generation"]["token_ids"] == want, prompt
+
+
 def test_cpp_generator_matches_the_python_runtime(trained, runner):
     """hts_run --generate (cpp/hf_torchscript.hpp's Generator): the Python runtime's tokens, greedy and seeded."""
     _, out = trained("llama")
+    _assert_cpp_greedy_is_pythons(runner, out, _prompts(out, 4), max_new_tokens=12)
     model = hts.load(out)
-    for prompt in _prompts(out, 4):
-        want = model.generator().generate_ids(prompt, max_new_tokens=12)
-        r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(map(str, prompt)),
-                            "--max-new-tokens", "12"], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["generation"]["token_ids"] == want
     # the same seed draws the same tokens in C++ as in Python (one torch CPU generator, one warp)
     kw = dict(max_new_tokens=16, do_sample=True, temperature=0.8, top_k=30, top_p=0.9, seed=11)
     want = model.generator().generate_ids([1, 40, 41], **kw)
@@ -416,13 +422,7 @@ def test_cpp_generator_matches_the_python_runtime(trained, runner):
 def test_cpp_generator_runs_the_bfloat16_artifact_like_python(bf16, runner):
     """The C++ Generator reads float32 logits from a bf16 artifact exactly as the Python runtime does."""
     _, out, _ = bf16
-    model = hts.load(out)
-    for prompt in _prompts(out, 3):
-        want = model.generator().generate_ids(prompt, max_new_tokens=10)
-        r = subprocess.run([str(runner), str(out), "--generate", "--ids", ",".join(map(str, prompt)),
-                            "--max-new-tokens", "10"], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["generation"]["token_ids"] == want
+    _assert_cpp_greedy_is_pythons(runner, out, _prompts(out, 3), max_new_tokens=10)
 
 
 def test_cpp_text_generation_is_the_python_runtimes(trained, runner):
