@@ -230,11 +230,17 @@ def cpu_block(opts) -> dict:
         relevant += list(cpu.INT8_DOT_FLAGS)
     block["relevant"] = {f: f in block["flags"] for f in relevant} if block["flags"] else {}
     block["requires"] = []  # TorchScript picks its kernels when it runs: any CPU torch runs on
+    block["notes"] = cpu_notes(opts)
+    return block
+
+
+def cpu_notes(opts) -> list[str]:
+    """Why the requested precision is slow on this CPU: what export warns before it starts and the manifest keeps."""
+    from ..runtime import cpu
     from ..tasks import get_task
 
-    decoding = bool(opts.task) and get_task(opts.task).kv_cache
-    block["notes"] = cpu.slow_options(opts.dtype, opts.quantize, opts.backend, decoding=decoding)
-    return block
+    decoding = bool(opts.task) and get_task(opts.task).kv_cache  # bf16 decode behaves unlike bf16 encode
+    return cpu.slow_options(opts.dtype, opts.quantize, opts.backend, decoding=decoding)
 
 
 def _source(src) -> dict:

@@ -101,8 +101,7 @@ def export(model, output_dir, *, task: str | None = None, tokenizer=None, force:
         return export_auto(model, output_dir, options=options, tokenizer=tokenizer, force=force, progress=progress)
     output_dir = Path(output_dir)
     # A precision this CPU has no instructions for is slower than float32, not faster: say so before minutes of work.
-    decoding = bool(options.task) and get_task(options.task).kv_cache
-    cpu.warn_slow(cpu.slow_options(options.dtype, options.quantize, options.backend, decoding=decoding), progress)
+    cpu.warn_slow(artifact.cpu_notes(options), progress)
     # Everything about the destination is checked before the model is loaded (minutes for big ones).
     model_dir = resolve_path(model) if isinstance(model, (str, os.PathLike)) else None
     artifact.check_writable(output_dir, force, model=model_dir)
